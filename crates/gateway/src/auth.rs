@@ -1,0 +1,251 @@
+//! Who a connection is: a verified HS256 token, or (development mode) query parameters.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use wsgate_protocol::names;
+use wsgate_protocol::server::Member;
+
+/// The identity of one connection.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user, as other users see them.
+    pub user: Member,
+    /// Private rooms the token grants; `None` in development mode (no grants).
+    pub grants: Option<Vec<String>>,
+    /// When the token expires (the session is closed with 1008 then).
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Identity {
+    /// Whether this identity may join (and read) `room`, given the private prefix.
+    pub fn may_enter(&self, room: &str, private_prefix: &str) -> bool {
+        if private_prefix.is_empty() || !room.starts_with(private_prefix) {
+            return true;
+        }
+        self.grants.as_ref().is_some_and(|grants| {
+            grants.iter().any(|g| match g.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => g == room,
+            })
+        })
+    }
+}
+
+/// Why a connection was refused before the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token where one is required.
+    #[error("missing token")]
+    Missing,
+    /// The token is expired.
+    #[error("token expired")]
+    Expired,
+    /// The token is malformed, badly signed or lacks a required claim.
+    #[error("invalid token")]
+    Invalid,
+    /// A development-mode identity parameter is unusable.
+    #[error("{0}")]
+    BadParameter(&'static str),
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    name: Option<String>,
+    exp: u64,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+}
+
+/// Turns a request's credentials into an [`Identity`].
+pub struct Authenticator {
+    /// The HS256 key; `None` is development mode.
+    key: Option<(DecodingKey, Validation)>,
+}
+
+impl Authenticator {
+    /// Token mode when `secret` is given, development mode otherwise.
+    pub fn new(secret: Option<&str>) -> Self {
+        let key = secret.map(|s| {
+            let mut v = Validation::new(Algorithm::HS256);
+            v.set_required_spec_claims(&["exp", "sub"]);
+            v.leeway = 5;
+            (DecodingKey::from_secret(s.as_bytes()), v)
+        });
+        Authenticator { key }
+    }
+
+    /// Whether tokens are required.
+    pub fn requires_token(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Authenticates from the query's `token`/`user_id`/`username` and the
+    /// `Authorization` header.
+    ///
+    /// # Errors
+    /// An [`AuthError`] to answer with 401 (or 400 for a bad development parameter).
+    pub fn authenticate(
+        &self,
+        query: &[(String, String)],
+        authorization: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        let param = |k: &str| {
+            query
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        match &self.key {
+            Some((key, validation)) => {
+                let token = param("token")
+                    .or_else(|| {
+                        authorization
+                            .and_then(|h| h.strip_prefix("Bearer "))
+                            .map(str::trim)
+                    })
+                    .filter(|t| !t.is_empty())
+                    .ok_or(AuthError::Missing)?;
+                let data =
+                    decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                        _ => AuthError::Invalid,
+                    })?;
+                let c = data.claims;
+                if !names::valid_user_id(&c.sub) {
+                    return Err(AuthError::Invalid);
+                }
+                let username = c
+                    .name
+                    .filter(|n| names::valid_username(n))
+                    .unwrap_or_else(|| c.sub.clone());
+                Ok(Identity {
+                    user: Member {
+                        user_id: c.sub,
+                        username,
+                    },
+                    grants: Some(c.rooms.unwrap_or_default()),
+                    expires_at: Some(UNIX_EPOCH + Duration::from_secs(c.exp)),
+                })
+            }
+            None => {
+                let user_id = match param("user_id") {
+                    Some(u) if names::valid_user_id(u) => u.to_owned(),
+                    Some(_) => {
+                        return Err(AuthError::BadParameter(
+                            "user_id must be 1-128 bytes without control characters",
+                        ))
+                    }
+                    None => format!("anon-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+                };
+                let username = match param("username") {
+                    Some(n) if !n.is_empty() && names::valid_username(n) => n.to_owned(),
+                    Some("") | None => user_id.clone(),
+                    Some(_) => {
+                        return Err(AuthError::BadParameter(
+                            "username must be at most 128 bytes without control characters",
+                        ))
+                    }
+                };
+                Ok(Identity {
+                    user: Member { user_id, username },
+                    grants: None,
+                    expires_at: None,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn token(claims: serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn tokens() {
+        let auth = Authenticator::new(Some("s3cret"));
+        let good = token(
+            json!({"sub":"alice","name":"Alice","exp":now()+60,"rooms":["private:a","private:team-*"]}),
+            "s3cret",
+        );
+        let id = auth
+            .authenticate(&[("token".into(), good.clone())], None)
+            .unwrap();
+        assert_eq!(
+            id.user,
+            Member {
+                user_id: "alice".into(),
+                username: "Alice".into()
+            }
+        );
+        assert!(id.may_enter("lobby", "private:"));
+        assert!(id.may_enter("private:a", "private:"));
+        assert!(id.may_enter("private:team-x", "private:"));
+        assert!(!id.may_enter("private:b", "private:"));
+        let bearer = format!("Bearer {good}");
+        assert!(auth.authenticate(&[], Some(&bearer)).is_ok());
+        assert_eq!(
+            auth.authenticate(&[], None).unwrap_err(),
+            AuthError::Missing
+        );
+        let expired = token(json!({"sub":"a","exp":now()-600}), "s3cret");
+        assert_eq!(
+            auth.authenticate(&[("token".into(), expired)], None)
+                .unwrap_err(),
+            AuthError::Expired
+        );
+        let wrong_key = token(json!({"sub":"a","exp":now()+60}), "other");
+        assert_eq!(
+            auth.authenticate(&[("token".into(), wrong_key)], None)
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+        let no_exp = token(json!({"sub":"a"}), "s3cret");
+        assert_eq!(
+            auth.authenticate(&[("token".into(), no_exp)], None)
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(
+            auth.authenticate(&[("token".into(), "garbage".into())], None)
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+    }
+
+    #[test]
+    fn development_mode() {
+        let auth = Authenticator::new(None);
+        let id = auth
+            .authenticate(&[("user_id".into(), "bob".into())], None)
+            .unwrap();
+        assert_eq!(id.user.username, "bob");
+        assert!(!id.may_enter("private:x", "private:"));
+        let anon = auth.authenticate(&[], None).unwrap();
+        assert!(anon.user.user_id.starts_with("anon-"));
+        assert!(auth
+            .authenticate(&[("user_id".into(), "a\u{1}".into())], None)
+            .is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! Configuration: command-line flags, each with a `WSGATE_*` environment fallback.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "wsgate",
+    version,
+    about = "wsgate: a horizontally scaled WebSocket gateway"
+)]
+pub struct Config {
+    /// Address to listen on (use port 0 for any free port).
+    #[arg(long, env = "WSGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// This node's id, shown to clients in `welcome` (default: gw-<random>).
+    #[arg(long, env = "WSGATE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Redis URL for cluster mode; absent: the embedded in-memory broker.
+    #[arg(long, env = "WSGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel (two clusters can share one Redis).
+    #[arg(long, env = "WSGATE_REDIS_PREFIX", default_value = "wsgate")]
+    pub redis_prefix: String,
+
+    /// HS256 secret for client tokens; absent: development mode (query-parameter identity).
+    #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// API key for the back-end HTTP API.
+    #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Rooms whose names start with this prefix are private: only a token's `rooms` claim grants them.
+    #[arg(long, env = "WSGATE_PRIVATE_ROOM_PREFIX", default_value = "private:")]
+    pub private_room_prefix: String,
+
+    /// Most WebSocket connections this node holds; more are refused with 503 before the upgrade.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Largest message `content`, in bytes; a WebSocket message over this plus 4 KiB closes with 1009.
+    #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    pub max_message_bytes: usize,
+
+    /// Frames queued per connection before it is closed as a slow consumer (1013).
+    #[arg(long, env = "WSGATE_SEND_QUEUE", default_value_t = 256)]
+    pub send_queue: usize,
+
+    /// Interval of protocol pings; a peer silent for two intervals is closed.
+    #[arg(long, env = "WSGATE_HEARTBEAT_MS", default_value_t = 25_000)]
+    pub heartbeat_ms: u64,
+
+    /// Messages kept per room's history.
+    #[arg(long, env = "WSGATE_HISTORY_LEN", default_value_t = 1000)]
+    pub history_len: usize,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "WSGATE_MAX_ROOMS_PER_CONNECTION", default_value_t = 64)]
+    pub max_rooms_per_connection: usize,
+
+    /// Frames per second one connection may send (burst: twice as many); `ping` is free.
+    #[arg(long, env = "WSGATE_RATE_LIMIT", default_value_t = 20.0)]
+    pub rate_limit: f64,
+
+    /// How long a graceful shutdown may take to drain sessions.
+    #[arg(long, env = "WSGATE_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The node id, made up when none was configured.
+    pub fn resolved_node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))
+    }
+
+    /// Largest WebSocket message accepted: the content limit plus room for the JSON envelope.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_message_bytes + 4096
+    }
+
+    /// Checks values that clap cannot.
+    ///
+    /// # Errors
+    /// A message naming the bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.send_queue == 0 {
+            return Err("--send-queue must be at least 1".into());
+        }
+        if self.heartbeat_ms < 10 {
+            return Err("--heartbeat-ms must be at least 10".into());
+        }
+        if self.history_len == 0 {
+            return Err("--history-len must be at least 1".into());
+        }
+        if self.max_rooms_per_connection == 0 {
+            return Err("--max-rooms-per-connection must be at least 1".into());
+        }
+        if !(self.rate_limit > 0.0 && self.rate_limit.is_finite()) {
+            return Err("--rate-limit must be a positive number".into());
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > 16 << 20 {
+            return Err("--max-message-bytes must be between 1 and 16777216".into());
+        }
+        if let Some(id) = &self.node_id {
+            if !wsgate_protocol::names::valid_epoch(id) {
+                return Err("--node-id must be 1-32 characters of [A-Za-z0-9_-]".into());
+            }
+        }
+        if self.redis_url.is_some() {
+            return Err(
+                "--redis-url: cluster mode (the Redis broker) is not available in this build yet; \
+                        run without it for the embedded broker"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// A configuration with every default, listening on `listen` (for tests).
+    pub fn for_tests(listen: SocketAddr) -> Self {
+        let mut c = Config::parse_from(["wsgate"]);
+        c.listen = listen;
+        c
+    }
+}

@@ -1,0 +1,101 @@
+//! What the rest of the node holds of a session: its send queue and its kill switch.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use wsgate_protocol::CloseCode;
+
+/// An item of a session's send queue. The frame bytes are shared: cloning a
+/// [`Utf8Bytes`] is a reference count, so one encoded frame serves every recipient.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One frame.
+    Frame(Utf8Bytes),
+    /// Frames that must go out together and in order (a join's replay), taking one
+    /// queue slot so a long replay cannot overflow the queue by itself.
+    Batch(Vec<Utf8Bytes>),
+}
+
+/// The close code recorded when a connection ends without a close frame.
+pub const ABNORMAL: u16 = 1006;
+
+/// Why and how a session ends; shared by its reader, its writer and the hub.
+#[derive(Debug)]
+pub struct Control {
+    /// Cancelled when the session must end (a child of the node's root token, so
+    /// shutdown cancels every session).
+    pub token: CancellationToken,
+    /// The close code chosen by whoever ended the session first; 0 while none was.
+    code: AtomicU16,
+}
+
+impl Control {
+    /// A control under `token`.
+    pub fn new(token: CancellationToken) -> Self {
+        Control {
+            token,
+            code: AtomicU16::new(0),
+        }
+    }
+
+    /// Ends the session with `code`, unless another code was chosen first.
+    pub fn close(&self, code: CloseCode) {
+        let _ = self
+            .code
+            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// Ends the session without a close frame: the peer vanished (recorded as 1006).
+    pub fn vanish(&self) {
+        let _ = self
+            .code
+            .compare_exchange(0, ABNORMAL, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// The chosen close code: `None` when the session ended because the node is
+    /// shutting down (1001) rather than by an explicit choice.
+    pub fn code(&self) -> Option<u16> {
+        match self.code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+}
+
+/// A session as the hub sees it: no socket, only a queue and a kill switch.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Node-local id (a counter): cheaper to hash than the session's UUID.
+    pub id: u64,
+    /// The bounded send queue drained by the session's writer.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Shared end-of-session state.
+    pub control: Arc<Control>,
+}
+
+/// The queue was full: the session has been closed as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowConsumer;
+
+impl SessionHandle {
+    /// Queues `item` without waiting. A full queue closes the session with 1013; a
+    /// closed queue (the session is ending) drops the item quietly.
+    ///
+    /// # Errors
+    /// [`SlowConsumer`] when the queue was full.
+    pub fn offer(&self, item: Outbound) -> Result<(), SlowConsumer> {
+        match self.tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.control.close(CloseCode::TryAgainLater);
+                Err(SlowConsumer)
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! HTTP routing: every request that is not a WebSocket session ends here.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+
+use crate::node::Node;
+
+/// The response body type of every route.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut res = Response::new(full(value.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// The contract's HTTP error body: `{"error":{"code":…,"message":…}}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+/// Routes one request.
+pub async fn route<B>(node: Arc<Node>, req: Request<B>) -> Result<Response<Body>, Infallible>
+where
+    B: Send + 'static,
+{
+    let path = req.uri().path();
+    let get_only = |allowed: bool| {
+        if allowed {
+            None
+        } else {
+            let mut res = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            );
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            Some(res)
+        }
+    };
+    let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
+    let res = match path {
+        "/ws" => return Ok(crate::upgrade::upgrade(&node, req)),
+        "/healthz" => get_only(is_get)
+            .unwrap_or_else(|| json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        "/readyz" => match get_only(is_get) {
+            Some(r) => r,
+            None => readyz(&node).await,
+        },
+        "/api/stats" => {
+            get_only(is_get).unwrap_or_else(|| json_response(StatusCode::OK, &stats(&node)))
+        }
+        "/metrics" => get_only(is_get).unwrap_or_else(|| {
+            node.metrics.rooms_active.set(node.hub.room_count() as i64);
+            let mut res = Response::new(full(node.metrics.encode()));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            res
+        }),
+        "/" => get_only(is_get).unwrap_or_else(|| {
+            let mut res = Response::new(full(INDEX_HTML));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            res
+        }),
+        _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    };
+    Ok(res)
+}
+
+async fn readyz(node: &Node) -> Response<Body> {
+    if node.is_draining() {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining");
+    }
+    match node.broker.ping().await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "broker": node.broker.kind()}),
+        ),
+        Err(e) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `GET /api/stats`.
+pub fn stats(node: &Node) -> serde_json::Value {
+    let active = node.active.load(Ordering::Acquire);
+    let capacity = node.config.max_connections;
+    json!({
+        "node_id": node.node_id,
+        "active_connections": active,
+        "capacity": capacity,
+        "utilization": if capacity == 0 { 1.0 } else { active as f64 / capacity as f64 },
+        "rooms": node.hub.room_count(),
+        "uptime_s": node.started.elapsed().as_secs(),
+        "broker": node.broker.kind(),
+        "draining": node.is_draining(),
+    })
+}
+
+const INDEX_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>wsgate</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto">
+<h1>wsgate is running</h1>
+<p>Connect a WebSocket client to <code>/ws?user_id=alice&amp;username=Alice</code>
+(development mode) and send JSON frames such as
+<code>{"type":"join","room":"lobby"}</code> and
+<code>{"type":"message","room":"lobby","content":"hello"}</code>.</p>
+<p>Health: <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a> ·
+<a href="/api/stats">/api/stats</a> · <a href="/metrics">/metrics</a></p>
+</body></html>
+"#;

@@ -1,0 +1,33 @@
+//! The `wsgate` binary: parse flags, set up logging, run the node.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wsgate_gateway::{server, Config, LogFormat, Server};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_env("WSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Pretty => logs.init(),
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("wsgate: {e}");
+        std::process::exit(2);
+    }
+    server::raise_nofile_limit();
+    if config.jwt_secret.is_none() {
+        tracing::warn!(
+            "no --jwt-secret: development mode, identities come from ?user_id= and ?username="
+        );
+    }
+    let server = Server::bind(config).await?;
+    tracing::info!(addr = %server.local_addr, node_id = %server.node.node_id, broker = server.node.broker.kind(), "listening");
+    // One machine-readable line on stdout, for scripts and tests that use port 0.
+    println!("wsgate listening on {}", server.local_addr);
+    server.serve(server::shutdown_signal()).await
+}

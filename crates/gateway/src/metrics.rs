@@ -1,0 +1,189 @@
+//! Prometheus metrics of one node.
+//!
+//! Counters are bumped once per event, never once per recipient: a fan-out adds
+//! its delivery count in one step.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use wsgate_protocol::{CloseCode, ErrorCode};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Every metric of the node, registered once.
+pub struct Metrics {
+    /// The registry the metrics are encoded from.
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections_active: Gauge,
+    /// WebSocket connections ever accepted.
+    pub connections_total: Counter,
+    /// Client frames received, by `type` (`invalid` for unparsable ones).
+    pub frames_in: Family<Labels, Counter>,
+    /// Frames queued to clients, by `type`.
+    pub frames_out: Family<Labels, Counter>,
+    /// Frames handed to local sessions by fan-out.
+    pub fanout_deliveries: Counter,
+    /// `error` frames sent, by code.
+    pub errors: Family<Labels, Counter>,
+    /// Connections closed, by close code (1006: dropped without a close frame).
+    pub closes: Family<Labels, Counter>,
+    /// Connections closed because their send queue overflowed.
+    pub slow_consumer_closes: Counter,
+    /// HTTP requests refused before the upgrade, by status.
+    pub handshake_refusals: Family<Labels, Counter>,
+    /// Rooms with at least one local member (set when scraped).
+    pub rooms_active: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `wsgate_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wsgate");
+        let m = Metrics {
+            connections_active: Gauge::default(),
+            connections_total: Counter::default(),
+            frames_in: Family::default(),
+            frames_out: Family::default(),
+            fanout_deliveries: Counter::default(),
+            errors: Family::default(),
+            closes: Family::default(),
+            slow_consumer_closes: Counter::default(),
+            handshake_refusals: Family::default(),
+            rooms_active: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections_active",
+            "Open WebSocket connections",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "connections",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "frames_in",
+            "Client frames received by type",
+            m.frames_in.clone(),
+        );
+        registry.register(
+            "frames_out",
+            "Frames queued to clients by type",
+            m.frames_out.clone(),
+        );
+        registry.register(
+            "fanout_deliveries",
+            "Frames handed to local sessions by fan-out",
+            m.fanout_deliveries.clone(),
+        );
+        registry.register("errors", "Error frames sent by code", m.errors.clone());
+        registry.register(
+            "closes",
+            "Connections closed by close code",
+            m.closes.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Connections closed as slow consumers",
+            m.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "handshake_refusals",
+            "Upgrade requests refused by HTTP status",
+            m.handshake_refusals.clone(),
+        );
+        registry.register(
+            "rooms_active",
+            "Rooms with local members",
+            m.rooms_active.clone(),
+        );
+        for code in ErrorCode::ALL {
+            let _ = m.errors.get_or_create(&vec![("code", code.as_str())]);
+        }
+        for code in CloseCode::ALL {
+            let _ = m
+                .closes
+                .get_or_create(&vec![("code", close_label(code.code()))]);
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one `error` frame.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors
+            .get_or_create(&vec![("code", code.as_str())])
+            .inc();
+    }
+
+    /// Counts one connection closed with `code`.
+    pub fn close(&self, code: u16) {
+        self.closes
+            .get_or_create(&vec![("code", close_label(code))])
+            .inc();
+    }
+
+    /// Counts `n` frames of `kind` queued to clients.
+    pub fn frames_out(&self, kind: &'static str, n: u64) {
+        if n > 0 {
+            self.frames_out
+                .get_or_create(&vec![("type", kind)])
+                .inc_by(n);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// A static label for a close code (labels are `&'static str` to avoid allocation).
+pub fn close_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1011 => "1011",
+        1013 => "1013",
+        _ => "other",
+    }
+}
+
+/// A static label for a frame type read off an encoded frame.
+pub fn type_label(kind: Option<&str>) -> &'static str {
+    match kind {
+        Some("welcome") => "welcome",
+        Some("joined") => "joined",
+        Some("left") => "left",
+        Some("message") => "message",
+        Some("presence") => "presence",
+        Some("typing") => "typing",
+        Some("direct") => "direct",
+        Some("history") => "history",
+        Some("pong") => "pong",
+        Some("ack") => "ack",
+        Some("publish") => "publish",
+        Some("broadcast") => "broadcast",
+        Some("notification") => "notification",
+        Some("error") => "error",
+        _ => "other",
+    }
+}

@@ -1,0 +1,153 @@
+//! [`Node`]: the composition root that every task of the gateway shares.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wsgate_broker::{Broker, BrokerEvent, Channel};
+use wsgate_protocol::server::frame_type;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::{type_label, Metrics};
+use crate::subscriptions::Subscriptions;
+
+/// How long a channel stays subscribed after its last local user left.
+const UNSUBSCRIBE_LINGER: Duration = Duration::from_secs(2);
+
+/// Everything one gateway node holds, shared by its tasks through an `Arc`.
+pub struct Node {
+    /// The configuration it was started with.
+    pub config: Config,
+    /// This node's id (`welcome.node_id`).
+    pub node_id: String,
+    /// The broker: memory or Redis.
+    pub broker: Arc<dyn Broker>,
+    /// Local sessions by room and user.
+    pub hub: Hub,
+    /// Broker subscriptions of this node.
+    pub subs: Subscriptions,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Open WebSocket connections, counted from the accepted handshake.
+    pub active: AtomicUsize,
+    /// Set when shutdown starts: `/readyz` answers 503 and handshakes are refused.
+    pub draining: AtomicBool,
+    /// Source of node-local session ids.
+    next_session: AtomicU64,
+    /// When the node started.
+    pub started: Instant,
+    /// Cancelled at shutdown; every session's token is a child of it.
+    pub root: CancellationToken,
+    /// Tracks session tasks so shutdown can wait for their drain.
+    pub tracker: TaskTracker,
+}
+
+impl Node {
+    /// A node over `broker`.
+    pub fn new(config: Config, broker: Arc<dyn Broker>) -> Arc<Self> {
+        let node_id = config.resolved_node_id();
+        let auth = Authenticator::new(config.jwt_secret.as_deref());
+        Arc::new(Node {
+            node_id,
+            subs: Subscriptions::new(broker.clone()),
+            broker,
+            hub: Hub::new(),
+            metrics: Metrics::new(),
+            auth,
+            active: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            next_session: AtomicU64::new(1),
+            started: Instant::now(),
+            root: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            config,
+        })
+    }
+
+    /// A fresh node-local session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Reserves a connection slot, or `None` at capacity.
+    pub fn reserve_slot(self: &Arc<Self>) -> Option<Slot> {
+        let max = self.config.max_connections;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Slot { node: self.clone() })
+    }
+
+    /// Unsubscribes from `channel` a little later, if no local session needs it then.
+    pub fn release_later(self: &Arc<Self>, channel: Channel) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(UNSUBSCRIBE_LINGER).await;
+            let res = node
+                .subs
+                .release_if_unused(&channel, || node.hub.needs(&channel))
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(%channel, error = %e, "unsubscribe failed");
+            }
+        });
+    }
+
+    /// Fans broker events out to local sessions until the broker goes away. This is
+    /// the one place where delivery starts: the frame is checked as UTF-8 once and
+    /// then shared by reference with every recipient.
+    pub async fn run_dispatcher(
+        self: Arc<Self>,
+        mut events: tokio::sync::mpsc::Receiver<BrokerEvent>,
+    ) {
+        while let Some(event) = events.recv().await {
+            match event {
+                BrokerEvent::Message { channel, frame } => self.dispatch(&channel, frame),
+                BrokerEvent::Down => tracing::warn!("broker down"),
+                BrokerEvent::Up => tracing::info!("broker up"),
+            }
+        }
+    }
+
+    fn dispatch(&self, channel: &Channel, frame: Bytes) {
+        let frame = match Utf8Bytes::try_from(frame) {
+            Ok(f) => f,
+            Err(_) => {
+                tracing::warn!(%channel, "dropping a broker frame that is not UTF-8");
+                return;
+            }
+        };
+        let out = self.hub.dispatch(channel, &frame);
+        self.metrics.fanout_deliveries.inc_by(out.delivered as u64);
+        self.metrics
+            .frames_out(type_label(frame_type(frame.as_str())), out.delivered as u64);
+        // Slow consumers closed here are counted when their session ends.
+    }
+}
+
+/// A reserved connection slot, released when dropped.
+pub struct Slot {
+    /// The node whose count it holds.
+    node: Arc<Node>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.node.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,160 @@
+//! The listener and the node's lifetime: start, accept, shut down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use wsgate_broker::{Broker, Channel, MemoryBroker};
+
+use crate::config::Config;
+use crate::node::Node;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Capacity of the broker → dispatcher event channel.
+const EVENT_QUEUE: usize = 4096;
+
+/// A started gateway: its node and the address it listens on.
+pub struct Server {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The bound address (useful with port 0).
+    pub local_addr: SocketAddr,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Builds the broker and the node and binds the listener.
+    ///
+    /// # Errors
+    /// A bad configuration or a listener that cannot bind.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(config.history_len, events_tx));
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let node = Node::new(config, broker);
+        tokio::spawn(node.clone().run_dispatcher(events_rx));
+        node.subs.ensure(&Channel::Broadcast).await?;
+        Ok(Server {
+            node,
+            local_addr,
+            listener,
+        })
+    }
+
+    /// Accepts connections until `shutdown` resolves, then drains every session
+    /// (close 1001 after their queues are written, up to the shutdown timeout).
+    ///
+    /// # Errors
+    /// None today; the signature leaves room for fatal listener errors.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Server { node, listener, .. } = self;
+        let accept = accept_loop(node.clone(), listener);
+        tokio::pin!(accept);
+        tokio::select! {
+            _ = &mut accept => {}
+            _ = shutdown => {}
+        }
+        tracing::info!(
+            active = node.active.load(Ordering::Acquire),
+            "shutting down: draining sessions"
+        );
+        node.draining.store(true, Ordering::Release);
+        node.root.cancel();
+        node.tracker.close();
+        let deadline = Duration::from_millis(node.config.shutdown_timeout_ms);
+        if tokio::time::timeout(deadline, node.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = node.tracker.len(),
+                "shutdown deadline reached with sessions still open"
+            );
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(10); x }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, never spin.
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            _ = node.root.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        tokio::spawn(async move {
+            let svc_node = node.clone();
+            let svc = service_fn(move |req| crate::http::route(svc_node.clone(), req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "http connection error");
+                    }
+                }
+                _ = node.root.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Raises the open-file soft limit to the hard limit and logs both.
+pub fn raise_nofile_limit() {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, hard)) => match rlimit::increase_nofile_limit(hard) {
+            Ok(now) => tracing::info!(soft_before = soft, soft = now, hard, "open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,174 @@
+//! A session's writer task: drains the send queue into the socket, feeding every
+//! queued frame and flushing once per burst, sends heartbeat pings, and writes the
+//! close frame when the session ends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use wsgate_protocol::CloseCode;
+
+use crate::handle::{Control, Outbound, ABNORMAL};
+
+/// How long the close frame may take to go out. A slow consumer's close frame sits
+/// behind everything already in the socket buffers, so it goes out only once the
+/// peer reads again; after this the connection is dropped without it.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the writer needs besides the socket.
+pub struct WriterParams {
+    /// The session's queue.
+    pub rx: mpsc::Receiver<Outbound>,
+    /// Shared end-of-session state.
+    pub control: Arc<Control>,
+    /// Ping interval; a peer silent for two of them is dropped.
+    pub heartbeat: Duration,
+    /// Milliseconds since `epoch` when the reader last heard the peer.
+    pub last_seen: Arc<AtomicU64>,
+    /// The reference point of `last_seen`.
+    pub epoch: Instant,
+    /// When the session's token expires (closed with 1008 then).
+    pub expires_at: Option<SystemTime>,
+    /// Deadline for draining the queue at shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// How the writer ended: the close code sent (1006 when none could be).
+pub type WriterOutcome = u16;
+
+/// Runs the writer until the session ends. Returns the close code it sent.
+pub async fn run_writer<S>(mut sink: S, mut p: WriterParams) -> WriterOutcome
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + p.heartbeat, p.heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expiry = p.expires_at.map(|at| {
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + left
+    });
+    let token = p.control.token.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            item = p.rx.recv() => {
+                let Some(item) = item else { break };
+                let burst = async {
+                    feed(&mut sink, item).await?;
+                    while let Ok(item) = p.rx.try_recv() {
+                        feed(&mut sink, item).await?;
+                    }
+                    sink.flush().await
+                };
+                let res = tokio::select! {
+                    r = burst => r,
+                    _ = token.cancelled() => break,
+                };
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "write failed");
+                    // The socket is gone; nothing more can be written.
+                    p.control.vanish();
+                    return ABNORMAL;
+                }
+            }
+            _ = ticker.tick() => {
+                let silent_ms = (p.epoch.elapsed().as_millis() as u64).saturating_sub(p.last_seen.load(Ordering::Relaxed));
+                if silent_ms > 2 * p.heartbeat.as_millis() as u64 {
+                    tracing::debug!(silent_ms, "heartbeat timeout");
+                    // The peer is presumed dead: drop the connection without a close
+                    // handshake (the client sees 1006 and reconnects).
+                    p.control.vanish();
+                    return ABNORMAL;
+                }
+                let ping = async {
+                    sink.feed(Message::Ping(Default::default())).await?;
+                    sink.flush().await
+                };
+                let res = tokio::select! {
+                    r = ping => r,
+                    _ = token.cancelled() => break,
+                };
+                if res.is_err() {
+                    p.control.vanish();
+                    return ABNORMAL;
+                }
+            }
+            _ = sleep_until_opt(expiry) => {
+                p.control.close(CloseCode::Policy);
+                break;
+            }
+        }
+    }
+    finish(sink, p).await
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn feed<S>(sink: &mut S, item: Outbound) -> Result<(), WsError>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    match item {
+        Outbound::Frame(f) => sink.feed(Message::Text(f)).await,
+        Outbound::Batch(frames) => {
+            for f in frames {
+                sink.feed(Message::Text(f)).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes what the end of the session calls for, then the close frame.
+async fn finish<S>(mut sink: S, mut p: WriterParams) -> WriterOutcome
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let code = match p.control.code() {
+        Some(ABNORMAL) => return ABNORMAL,
+        // The peer closed: tungstenite has queued its close reply; flush it.
+        Some(c) if c == CloseCode::Normal.code() => {
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.flush()).await;
+            return c;
+        }
+        Some(c) => CloseCode::from_u16(c).unwrap_or(CloseCode::Internal),
+        None => {
+            // Shutdown: drain what is queued, up to the deadline, then 1001.
+            let drain = async {
+                p.rx.close();
+                while let Some(item) = p.rx.recv().await {
+                    feed(&mut sink, item).await?;
+                }
+                sink.flush().await
+            };
+            let _ = tokio::time::timeout(p.drain_timeout, drain).await;
+            CloseCode::GoingAway
+        }
+    };
+    let frame = CloseFrame {
+        code: WsCloseCode::from(code.code()),
+        reason: code.reason().into(),
+    };
+    let close = async {
+        sink.send(Message::Close(Some(frame))).await?;
+        sink.close().await
+    };
+    match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, close).await {
+        Ok(_) => code.code(),
+        Err(_) => ABNORMAL,
+    }
+}

@@ -1,0 +1,330 @@
+//! Server → client frames.
+//!
+//! Every frame is a JSON object whose first member is `type` (serde writes the tag of
+//! an internally tagged enum first), so the type of an encoded frame can be read off
+//! its first bytes with [`frame_type`] without parsing it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::error::ErrorCode;
+use crate::id::MessageId;
+
+/// A user as other users see them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// Stable user id (the token's `sub`).
+    pub user_id: String,
+    /// Display name.
+    pub username: String,
+}
+
+/// Presence change of a user in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvent {
+    /// The user's first session joined the room.
+    Join,
+    /// The user's last session left the room.
+    Leave,
+}
+
+/// One room of a `welcome`'s `restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRoom {
+    /// The room.
+    pub room: String,
+    /// The last id delivered in it.
+    pub last_id: Option<String>,
+    /// The room's history epoch then.
+    pub epoch: String,
+}
+
+/// `welcome.restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    /// Rooms the user was in.
+    pub rooms: Vec<RestoreRoom>,
+}
+
+/// A frame the server sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[allow(missing_docs)] // the fields are the contract's, documented in docs/protocol.md
+pub enum ServerFrame {
+    /// The first frame of every connection.
+    Welcome {
+        protocol: u32,
+        session_id: String,
+        node_id: String,
+        user_id: String,
+        username: String,
+        heartbeat_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unread_notifications: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore: Option<Restore>,
+    },
+    /// Answer to `join`, after any replayed messages.
+    Joined {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+        room: String,
+        members: Vec<Member>,
+        last_id: Option<String>,
+        epoch: String,
+        recovered: bool,
+    },
+    /// Answer to `leave`.
+    Left {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+        room: String,
+    },
+    /// A chat message in a room.
+    Message {
+        id: String,
+        room: String,
+        user_id: String,
+        username: String,
+        content: String,
+        ts: String,
+    },
+    /// A user's first session joined, or last session left, a room.
+    Presence {
+        room: String,
+        event: PresenceEvent,
+        user: Member,
+    },
+    /// Who is typing in a room now.
+    Typing { room: String, users: Vec<Member> },
+    /// A direct message.
+    Direct {
+        id: String,
+        from: Member,
+        content: String,
+        ts: String,
+    },
+    /// Answer to `history`: messages oldest first.
+    History {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+        room: String,
+        messages: Vec<Box<RawValue>>,
+    },
+    /// Answer to `ping`.
+    Pong {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+    },
+    /// The message or direct was accepted under this id.
+    Ack {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        id: String,
+    },
+    /// A back end published into a room (stored) or to a user (not stored).
+    Publish {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+        data: Value,
+        ts: String,
+    },
+    /// A back end broadcast to every connection.
+    Broadcast { data: Value, ts: String },
+    /// A frame could not be served.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+    },
+}
+
+impl ServerFrame {
+    /// Encodes the frame as the JSON text sent on the wire.
+    pub fn encode(&self) -> String {
+        // Serialising these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            String::from(r#"{"type":"error","code":"bad_json","message":"encoding failed"}"#)
+        })
+    }
+}
+
+/// Which kind of stored entry a room's history holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A chat `message` from a client.
+    Message,
+    /// A `publish` from a back end.
+    Publish,
+}
+
+impl EntryKind {
+    /// The `type` of the frame the entry becomes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Message => "message",
+            EntryKind::Publish => "publish",
+        }
+    }
+
+    /// The kind named by a frame type.
+    pub fn from_type(t: &str) -> Option<Self> {
+        match t {
+            "message" => Some(EntryKind::Message),
+            "publish" => Some(EntryKind::Publish),
+            _ => None,
+        }
+    }
+}
+
+/// A room message encoded once, without its id. The broker assigns the id and
+/// splices it in ([`StoredEntry::frame`]); the result is the exact frame every
+/// recipient gets and the exact text `history` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// `message` or `publish`.
+    pub kind: EntryKind,
+    /// The frame's other members as a JSON object text (`{"room":…,…}`), never empty.
+    pub body: String,
+}
+
+#[derive(Serialize)]
+struct MessageBody<'a> {
+    room: &'a str,
+    user_id: &'a str,
+    username: &'a str,
+    content: &'a str,
+    ts: &'a str,
+}
+
+#[derive(Serialize)]
+struct PublishBody<'a> {
+    room: &'a str,
+    data: &'a Value,
+    ts: &'a str,
+}
+
+impl StoredEntry {
+    /// A chat message.
+    pub fn message(room: &str, from: &Member, content: &str, ts: &str) -> Self {
+        let body = MessageBody {
+            room,
+            user_id: &from.user_id,
+            username: &from.username,
+            content,
+            ts,
+        };
+        StoredEntry {
+            kind: EntryKind::Message,
+            body: serde_json::to_string(&body).unwrap_or_default(),
+        }
+    }
+
+    /// A back-end publish into a room.
+    pub fn publish(room: &str, data: &Value, ts: &str) -> Self {
+        StoredEntry {
+            kind: EntryKind::Publish,
+            body: serde_json::to_string(&PublishBody { room, data, ts }).unwrap_or_default(),
+        }
+    }
+
+    /// The final frame with `id` spliced in: `{"type":K,"id":ID,<body members>}`.
+    pub fn frame(&self, id: MessageId) -> String {
+        splice(self.kind.as_str(), &id.to_string(), &self.body)
+    }
+}
+
+/// `{"type":KIND,"id":ID,` followed by `body` without its opening brace. This is the
+/// one definition of a stored frame's shape; the Redis script builds the same bytes.
+pub fn splice(kind: &str, id: &str, body: &str) -> String {
+    let rest = body.strip_prefix('{').unwrap_or(body);
+    let mut out = String::with_capacity(rest.len() + kind.len() + id.len() + 24);
+    out.push_str(r#"{"type":""#);
+    out.push_str(kind);
+    out.push_str(r#"","id":""#);
+    out.push_str(id);
+    out.push_str(r#"","#);
+    out.push_str(rest);
+    out
+}
+
+/// The `type` of an encoded frame, read off its prefix without parsing.
+pub fn frame_type(frame: &str) -> Option<&str> {
+    let rest = frame.strip_prefix(r#"{"type":""#)?;
+    rest.split_once('"').map(|(t, _)| t)
+}
+
+/// The id of a stored frame (`{"type":"message","id":"…",…}`), read off its prefix.
+pub fn frame_id(frame: &str) -> Option<MessageId> {
+    let t = frame_type(frame)?;
+    let rest = frame.get(r#"{"type":""#.len() + t.len()..)?;
+    let rest = rest.strip_prefix(r#"","id":""#)?;
+    rest.split_once('"')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stored_entry_becomes_the_message_frame() {
+        let from = Member {
+            user_id: "u\"1".into(),
+            username: "Ann".into(),
+        };
+        let entry =
+            StoredEntry::message("lobby", &from, "hi \"there\"", "2026-01-01T00:00:00.000Z");
+        let frame = entry.frame(MessageId::new(17, 3));
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"message","id":"17-3","room":"lobby","user_id":"u\"1","username":"Ann",
+                   "content":"hi \"there\"","ts":"2026-01-01T00:00:00.000Z"})
+        );
+        assert_eq!(frame_type(&frame), Some("message"));
+        assert_eq!(frame_id(&frame), Some(MessageId::new(17, 3)));
+        // And it decodes as the typed frame a client uses.
+        assert!(matches!(
+            serde_json::from_str::<ServerFrame>(&frame).unwrap(),
+            ServerFrame::Message { .. }
+        ));
+    }
+
+    #[test]
+    fn publish_entry() {
+        let entry = StoredEntry::publish("r", &json!({"a":[1,2]}), "t");
+        let v: Value = serde_json::from_str(&entry.frame(MessageId::new(1, 0))).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"publish","id":"1-0","room":"r","data":{"a":[1,2]},"ts":"t"})
+        );
+    }
+
+    #[test]
+    fn type_comes_first() {
+        let f = ServerFrame::Pong {
+            reference: Some(json!(1)),
+        }
+        .encode();
+        assert_eq!(f, r#"{"type":"pong","ref":1}"#);
+        assert_eq!(frame_type(&f), Some("pong"));
+        assert_eq!(frame_id(&f), None);
+        let e = ServerFrame::Error {
+            code: ErrorCode::NotMember,
+            message: "m".into(),
+            reference: None,
+        }
+        .encode();
+        assert_eq!(e, r#"{"type":"error","code":"not_member","message":"m"}"#);
+    }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test of wsgate. This is the README's test command and what CI runs.
+#
+# It installs what the tests need by itself (Python packages into a local virtual
+# environment under target/) and starts and stops every process it uses.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build (the end-to-end tests run the real wsgate binary)"
+cargo build --workspace --all-targets --locked
+
+step "Python test environment (websockets, pytest, PyJWT)"
+venv="$root/target/pyenv"
+if [ ! -x "$venv/bin/python" ]; then
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        # Debian's python3 needs python3-venv for `-m venv`.
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$venv"
+    fi
+fi
+if [ -f tests/python/requirements.txt ]; then
+    "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+fi
+
+step "Rust unit and end-to-end tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+if [ -d tests/python ]; then
+    step "end-to-end tests with Python websockets"
+    WSGATE_BIN="$root/target/debug/wsgate" "$venv/bin/python" -m pytest tests/python -q
+fi
