@@ -149,7 +149,23 @@ async fn silent_peers_are_dropped_after_two_heartbeats_and_cleaned_up() {
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     raw.write_all(&frame).await.unwrap();
     assert_eq!(presence_of(&mut watcher, "ghost").await, "join");
+    // … and starts typing: {"type":"typing","room":"r","is_typing":true}
+    let payload = br#"{"type":"typing","room":"r","is_typing":true}"#;
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    raw.write_all(&frame).await.unwrap();
+    let t = watcher.recv_type("typing", WAIT).await.unwrap();
+    assert_eq!(t["users"][0]["user_id"], "ghost");
     let started = Instant::now();
+    // When the ghost is dropped, its typing flag goes with it, long before the 5 s expiry.
+    let t = watcher.recv_type("typing", WAIT).await.unwrap();
+    assert_eq!(t["users"], json!([]));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     // The watcher answers pings (its client reads), so it stays; the ghost goes.
     assert_eq!(presence_of(&mut watcher, "ghost").await, "leave");
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -201,9 +217,12 @@ async fn at_capacity_the_handshake_gets_503_with_retry_after() {
 
 #[tokio::test]
 async fn sigterm_closes_every_session_with_1001_and_exits_0() {
-    let mut gw = Gateway::start(&["--shutdown-timeout-ms", "5000"]);
+    let mut gw = Gateway::start(&["--shutdown-timeout-ms", "3000"]);
     let (mut a, _) = gw.connect("a").await;
     let (mut b, _) = gw.connect("b").await;
+    // `c` will not read during the drain, so it does not answer the close frame and
+    // keeps the node draining until the deadline.
+    let (mut c, _) = gw.connect("c").await;
     join(&mut a, "r").await;
     join(&mut b, "r").await;
     assert_eq!(presence_of(&mut a, "b").await, "join");
@@ -211,12 +230,24 @@ async fn sigterm_closes_every_session_with_1001_and_exits_0() {
     gw.terminate();
     assert_eq!(a.closed(WAIT).await.unwrap(), Some(1001));
     assert_eq!(b.closed(WAIT).await.unwrap(), Some(1001));
-    let status = gw.wait_exit(Duration::from_secs(10)).expect("exited");
+    // While draining: not ready, and new sessions are refused with 503 + Retry-After.
+    let (status, _, body) = gw.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    match wsgate_client::Client::connect(&gw.ws_url("user_id=late")).await {
+        Err(wsgate_client::Error::Ws(tokio_tungstenite::tungstenite::Error::Http(res))) => {
+            assert_eq!(res.status().as_u16(), 503);
+            assert!(res.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected 503 while draining, got {:?}", other.map(|_| ())),
+    }
+    let status = gw.wait_exit(Duration::from_secs(15)).expect("exited");
     assert!(status.success(), "exit status {status:?}");
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "took {:?}",
-        started.elapsed()
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(8),
+        "took {took:?}"
     );
     assert!(gw.logs().iter().any(|l| l.contains("shutdown complete")));
+    // The close frame was written to `c` before the exit.
+    assert_eq!(c.closed(WAIT).await.unwrap(), Some(1001));
 }

@@ -71,14 +71,20 @@ impl Server {
             active = node.active.load(Ordering::Acquire),
             "shutting down: draining sessions"
         );
+        // Draining: `/readyz` answers 503 and new handshakes get 503 + Retry-After (a
+        // proxy moves on to the next upstream) while every session gets its queued
+        // frames and then 1001. The listener stays open until the drain ends, so load
+        // balancers see 503s rather than refused connections.
         node.draining.store(true, Ordering::Release);
         node.root.cancel();
         node.tracker.close();
         let deadline = Duration::from_millis(node.config.shutdown_timeout_ms);
-        if tokio::time::timeout(deadline, node.tracker.wait())
-            .await
-            .is_err()
-        {
+        let drained = tokio::select! {
+            _ = node.tracker.wait() => true,
+            _ = tokio::time::sleep(deadline) => false,
+            _ = &mut accept => true,
+        };
+        if !drained {
             tracing::warn!(
                 left = node.tracker.len(),
                 "shutdown deadline reached with sessions still open"
@@ -89,44 +95,36 @@ impl Server {
     }
 }
 
+/// Accepts connections for as long as the node runs, draining included. Each
+/// connection is served by hyper; an upgraded one is handed to a session task.
 async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(10); x }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, never spin.
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            _ = node.root.cancelled() => return,
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, never spin.
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         tokio::spawn(async move {
-            let svc_node = node.clone();
-            let svc = service_fn(move |req| crate::http::route(svc_node.clone(), req));
+            let svc = service_fn(move |req| crate::http::route(node.clone(), req));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "http connection error");
-                    }
-                }
-                _ = node.root.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "http connection error");
             }
         });
     }
