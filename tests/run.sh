@@ -25,9 +25,7 @@ if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv"
     fi
 fi
-if [ -f tests/python/requirements.txt ]; then
-    "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
-fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 
 step "Rust unit and end-to-end tests"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -36,7 +34,5 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
-if [ -d tests/python ]; then
-    step "end-to-end tests with Python websockets"
-    WSGATE_BIN="$root/target/debug/wsgate" "$venv/bin/python" -m pytest tests/python -q
-fi
+step "end-to-end tests with Python websockets"
+WSGATE_BIN="$root/target/debug/wsgate" "$venv/bin/python" -m pytest tests/python -q

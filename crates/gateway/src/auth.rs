@@ -50,6 +50,12 @@ pub enum AuthError {
     BadParameter(&'static str),
 }
 
+/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
@@ -72,7 +78,9 @@ impl Authenticator {
         let key = secret.map(|s| {
             let mut v = Validation::new(Algorithm::HS256);
             v.set_required_spec_claims(&["exp", "sub"]);
-            v.leeway = 5;
+            // No leeway: a token past its `exp` is refused at the handshake, exactly when
+            // a connected session holding it is closed with 1008.
+            v.leeway = 0;
             (DecodingKey::from_secret(s.as_bytes()), v)
         });
         Authenticator { key }
@@ -102,11 +110,7 @@ impl Authenticator {
         match &self.key {
             Some((key, validation)) => {
                 let token = param("token")
-                    .or_else(|| {
-                        authorization
-                            .and_then(|h| h.strip_prefix("Bearer "))
-                            .map(str::trim)
-                    })
+                    .or_else(|| authorization.and_then(bearer))
                     .filter(|t| !t.is_empty())
                     .ok_or(AuthError::Missing)?;
                 let data =
@@ -203,8 +207,10 @@ mod tests {
         assert!(id.may_enter("private:a", "private:"));
         assert!(id.may_enter("private:team-x", "private:"));
         assert!(!id.may_enter("private:b", "private:"));
-        let bearer = format!("Bearer {good}");
-        assert!(auth.authenticate(&[], Some(&bearer)).is_ok());
+        let header = format!("Bearer {good}");
+        assert!(auth.authenticate(&[], Some(&header)).is_ok());
+        let header = format!("bearer  {good}");
+        assert!(auth.authenticate(&[], Some(&header)).is_ok());
         assert_eq!(
             auth.authenticate(&[], None).unwrap_err(),
             AuthError::Missing

@@ -25,9 +25,12 @@ async fn main() -> anyhow::Result<()> {
             "no --jwt-secret: development mode, identities come from ?user_id= and ?username="
         );
     }
+    // Listen for SIGTERM/SIGINT before announcing the address: a signal sent as soon
+    // as the address line appears must drain the node, not kill it.
+    let shutdown = server::shutdown_signal()?;
     let server = Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr, node_id = %server.node.node_id, broker = server.node.broker.kind(), "listening");
     // One machine-readable line on stdout, for scripts and tests that use port 0.
     println!("wsgate listening on {}", server.local_addr);
-    server.serve(server::shutdown_signal()).await
+    server.serve(shutdown).await
 }
