@@ -16,6 +16,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build (the end-to-end tests run the real wsgate binary)"
 cargo build --workspace --all-targets --locked
 
+step "services the tests start themselves: redis-server"
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+# The package may start a system instance where an init system exists; the tests never
+# use it (each starts its own on a free port).
+
 step "Python test environment (websockets, pytest, PyJWT)"
 venv="$root/target/pyenv"
 if [ ! -x "$venv/bin/python" ]; then

@@ -78,6 +78,22 @@ pub struct SessionRef {
     pub user: Member,
 }
 
+/// What a node reports about itself to the cluster registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeReport {
+    /// Open WebSocket connections on the node.
+    pub connections: u64,
+}
+
+/// Totals over the live nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterStats {
+    /// Ids of the nodes alive now (sorted).
+    pub nodes: Vec<String>,
+    /// Open connections over those nodes.
+    pub connections: u64,
+}
+
 /// The contract between a gateway node and the rest of the cluster.
 ///
 /// Implementations: [`crate::MemoryBroker`] (one node, in process) and the Redis
@@ -182,6 +198,32 @@ pub trait Broker: Send + Sync + 'static {
     /// # Errors
     /// [`crate::Error::Unavailable`].
     async fn typing_expire(&self, room: &str) -> Result<Option<Vec<Member>>>;
+
+    /// Called periodically (twice per heartbeat interval): keeps this node registered
+    /// as alive, and removes from presence the sessions of nodes that stopped
+    /// reporting (announcing `leave` where a user's last session went with them).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`].
+    async fn heartbeat(&self, _report: NodeReport) -> Result<()> {
+        Ok(())
+    }
+
+    /// Totals over the cluster's live nodes; `None` for a single node.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`].
+    async fn cluster(&self) -> Result<Option<ClusterStats>> {
+        Ok(None)
+    }
+
+    /// Removes this node from the registry (graceful shutdown).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`].
+    async fn deregister(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Checks that the backing store answers (readiness).
     ///

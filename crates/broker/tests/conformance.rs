@@ -3,16 +3,64 @@
 
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
 use tokio::sync::mpsc;
-use wsgate_broker::{Broker, BrokerEvent, Channel, MemoryBroker, SessionRef};
+
+use wsgate_broker::{
+    Broker, BrokerEvent, Channel, MemoryBroker, RedisBroker, RedisSettings, SessionRef,
+};
+use wsgate_e2e::RedisServer;
 use wsgate_protocol::server::{frame_id, Member, StoredEntry};
 use wsgate_protocol::MessageId;
 
-type Made = (Box<dyn Broker>, mpsc::Receiver<BrokerEvent>);
+/// A broker under test, its event channel, and what keeps its backing store alive.
+struct Made {
+    b: Box<dyn Broker>,
+    rx: mpsc::Receiver<BrokerEvent>,
+    _redis: Option<RedisServer>,
+}
 
-fn memory(history_len: usize) -> Made {
-    let (tx, rx) = mpsc::channel(1024);
-    (Box::new(MemoryBroker::new(history_len, tx)), rx)
+type Factory = fn(usize) -> Pin<Box<dyn Future<Output = Made>>>;
+
+fn memory(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> {
+    Box::pin(async move {
+        let (tx, rx) = mpsc::channel(1024);
+        Made {
+            b: Box::new(MemoryBroker::new(history_len, tx)),
+            rx,
+            _redis: None,
+        }
+    })
+}
+
+fn redis(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> {
+    Box::pin(async move {
+        let server = RedisServer::start();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let b = RedisBroker::connect(
+            RedisSettings {
+                url: server.url(),
+                prefix: "conformance".into(),
+                node_id: "n1".into(),
+                history_len,
+                history_ttl: Duration::from_secs(3600),
+                heartbeat: Duration::from_secs(1),
+            },
+            tx,
+        )
+        .unwrap();
+        // Wait until its Pub/Sub connection is up.
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(BrokerEvent::Up)) => {}
+            other => panic!("redis broker did not come up: {other:?}"),
+        }
+        Made {
+            b: Box::new(b),
+            rx,
+            _redis: Some(server),
+        }
+    })
 }
 
 fn member(id: &str) -> Member {
@@ -35,8 +83,8 @@ async fn next_frame(rx: &mut mpsc::Receiver<BrokerEvent>) -> (Channel, String) {
     }
 }
 
-async fn ids_sort_in_publish_order_and_reach_subscribers(make: fn(usize) -> Made) {
-    let (b, mut rx) = make(100);
+async fn ids_sort_in_publish_order_and_reach_subscribers(make: Factory) {
+    let Made { b, mut rx, _redis } = make(100).await;
     let room = Channel::Room("r1".into());
     // Not subscribed: nothing arrives.
     b.publish_entry("r1", &entry("r1", "before")).await.unwrap();
@@ -67,8 +115,8 @@ async fn ids_sort_in_publish_order_and_reach_subscribers(make: fn(usize) -> Made
     assert!(rx.try_recv().is_err());
 }
 
-async fn history_pages_and_replay_is_exact(make: fn(usize) -> Made) {
-    let (b, _rx) = make(5);
+async fn history_pages_and_replay_is_exact(make: Factory) {
+    let Made { b, rx: _rx, _redis } = make(5).await;
     let st = b.room_state("h").await.unwrap();
     assert_eq!(st.last_id, None);
     let empty = b.replay("h", MessageId::ZERO).await.unwrap();
@@ -87,38 +135,55 @@ async fn history_pages_and_replay_is_exact(make: fn(usize) -> Made) {
     assert_eq!(r.state.last_id, Some(ids[2]));
     // A since from the future is not vouched for.
     assert!(!b.replay("h", ids[2].next()).await.unwrap().complete);
-    for i in 3..8 {
+    // Publish far past the history length: Redis trims approximately (`MAXLEN ~`,
+    // whole stream nodes), the memory broker exactly; the contract holds either way.
+    for i in 3..300 {
         ids.push(
             b.publish_entry("h", &entry("h", &format!("m{i}")))
                 .await
                 .unwrap(),
         );
     }
-    // Eight published, five kept: ids[0..3] trimmed.
-    let r = b.replay("h", ids[1]).await.unwrap();
-    assert!(!r.complete, "a replay across trimmed entries must say so");
-    assert_eq!(r.entries.len(), 5);
-    let r = b.replay("h", ids[2]).await.unwrap();
-    assert!(r.complete, "nothing after ids[2] was trimmed");
-    assert_eq!(r.entries.iter().map(|e| e.0).collect::<Vec<_>>(), ids[3..]);
-    let page = b.history("h", None, 2).await.unwrap();
-    assert_eq!(
-        page.iter()
-            .map(|f| frame_id(std::str::from_utf8(f).unwrap()).unwrap())
-            .collect::<Vec<_>>(),
-        ids[6..]
+    let all = b.replay("h", MessageId::ZERO).await.unwrap();
+    assert!(
+        !all.complete,
+        "entries were trimmed: a replay from the start must say so"
     );
-    let page = b.history("h", Some(ids[6]), 10).await.unwrap();
+    let kept: Vec<MessageId> = all.entries.iter().map(|e| e.0).collect();
+    assert!(
+        kept.len() >= 5 && kept.len() < ids.len(),
+        "kept {}",
+        kept.len()
+    );
+    let k = ids.len() - kept.len();
+    assert_eq!(kept, ids[k..], "what is kept is the newest, in order");
+    // From the first kept id, the replay is complete and exact…
+    let r = b.replay("h", ids[k]).await.unwrap();
+    assert!(r.complete, "nothing after ids[k] was trimmed");
     assert_eq!(
-        page.iter()
-            .map(|f| frame_id(std::str::from_utf8(f).unwrap()).unwrap())
-            .collect::<Vec<_>>(),
-        ids[3..6]
+        r.entries.iter().map(|e| e.0).collect::<Vec<_>>(),
+        ids[k + 1..]
+    );
+    // … from the newest trimmed id a broker may vouch (the memory broker knows that id)
+    // or not (Redis does not record it), but what it replays is exact…
+    let r = b.replay("h", ids[k - 1]).await.unwrap();
+    assert_eq!(r.entries.iter().map(|e| e.0).collect::<Vec<_>>(), ids[k..]);
+    // … and from anything older it never vouches.
+    assert!(!b.replay("h", ids[k - 2]).await.unwrap().complete);
+    assert!(!b.replay("h", ids[0]).await.unwrap().complete);
+    let n = ids.len();
+    let id_of = |f: &bytes::Bytes| frame_id(std::str::from_utf8(f).unwrap()).unwrap();
+    let page = b.history("h", None, 2).await.unwrap();
+    assert_eq!(page.iter().map(id_of).collect::<Vec<_>>(), ids[n - 2..]);
+    let page = b.history("h", Some(ids[n - 2]), 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(id_of).collect::<Vec<_>>(),
+        ids[n - 5..n - 2]
     );
 }
 
-async fn presence_counts_sessions(make: fn(usize) -> Made) {
-    let (b, _rx) = make(5);
+async fn presence_counts_sessions(make: Factory) {
+    let Made { b, rx: _rx, _redis } = make(5).await;
     let s1 = SessionRef {
         session_id: "s1".into(),
         user: member("u"),
@@ -147,8 +212,8 @@ async fn presence_counts_sessions(make: fn(usize) -> Made) {
     assert_eq!(b.presence_members("p").await.unwrap(), vec![member("v")]);
 }
 
-async fn typing_expires(make: fn(usize) -> Made) {
-    let (b, _rx) = make(5);
+async fn typing_expires(make: Factory) {
+    let Made { b, rx: _rx, _redis } = make(5).await;
     let ttl = Duration::from_millis(200);
     assert_eq!(
         b.typing_set("t", &member("u"), true, ttl).await.unwrap(),
@@ -183,6 +248,16 @@ macro_rules! suite {
 mod memory_broker {
     suite!(
         super::memory,
+        ids_sort_in_publish_order_and_reach_subscribers,
+        history_pages_and_replay_is_exact,
+        presence_counts_sessions,
+        typing_expires
+    );
+}
+
+mod redis_broker {
+    suite!(
+        super::redis,
         ids_sort_in_publish_order_and_reach_subscribers,
         history_pages_and_replay_is_exact,
         presence_counts_sessions,

@@ -33,6 +33,10 @@ pub struct Config {
     #[arg(long, env = "WSGATE_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// A room's history expires after this many seconds without a message (cluster mode).
+    #[arg(long, env = "WSGATE_HISTORY_TTL_S", default_value_t = 604_800)]
+    pub history_ttl_s: u64,
+
     /// Prefix of every Redis key and channel (two clusters can share one Redis).
     #[arg(long, env = "WSGATE_REDIS_PREFIX", default_value = "wsgate")]
     pub redis_prefix: String,
@@ -127,12 +131,16 @@ impl Config {
                 return Err("--node-id must be 1-32 characters of [A-Za-z0-9_-]".into());
             }
         }
-        if self.redis_url.is_some() {
-            return Err(
-                "--redis-url: cluster mode (the Redis broker) is not available in this build yet; \
-                        run without it for the embedded broker"
-                    .into(),
-            );
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                return Err("--redis-url must be a redis:// URL".into());
+            }
+        }
+        if self.redis_prefix.is_empty() {
+            return Err("--redis-prefix must not be empty".into());
         }
         Ok(())
     }

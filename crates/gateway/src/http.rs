@@ -68,9 +68,10 @@ where
             Some(r) => r,
             None => readyz(&node).await,
         },
-        "/api/stats" => {
-            get_only(is_get).unwrap_or_else(|| json_response(StatusCode::OK, &stats(&node)))
-        }
+        "/api/stats" => match get_only(is_get) {
+            Some(r) => r,
+            None => json_response(StatusCode::OK, &stats(&node).await),
+        },
         "/metrics" => get_only(is_get).unwrap_or_else(|| {
             node.metrics.rooms_active.set(node.hub.room_count() as i64);
             let mut res = Response::new(full(node.metrics.encode()));
@@ -112,11 +113,12 @@ async fn readyz(node: &Node) -> Response<Body> {
     }
 }
 
-/// `GET /api/stats`.
-pub fn stats(node: &Node) -> serde_json::Value {
+/// `GET /api/stats`: this node, and in cluster mode the totals over live nodes
+/// (`cluster.error` when Redis cannot be asked).
+pub async fn stats(node: &Node) -> serde_json::Value {
     let active = node.active.load(Ordering::Acquire);
     let capacity = node.config.max_connections;
-    json!({
+    let mut out = json!({
         "node_id": node.node_id,
         "active_connections": active,
         "capacity": capacity,
@@ -125,7 +127,19 @@ pub fn stats(node: &Node) -> serde_json::Value {
         "uptime_s": node.started.elapsed().as_secs(),
         "broker": node.broker.kind(),
         "draining": node.is_draining(),
-    })
+    });
+    match node.broker.cluster().await {
+        Ok(Some(c)) => {
+            out["cluster"] = json!({
+                "nodes_alive": c.nodes.len(),
+                "nodes": c.nodes,
+                "active_connections": c.connections,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => out["cluster"] = json!({"error": e.to_string()}),
+    }
+    out
 }
 
 const INDEX_HTML: &str = r#"<!doctype html>

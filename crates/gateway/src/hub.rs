@@ -166,6 +166,15 @@ impl Hub {
         }
     }
 
+    /// Every channel local sessions need now.
+    pub fn channels(&self) -> Vec<Channel> {
+        let st = self.lock();
+        let mut out = vec![Channel::Broadcast];
+        out.extend(st.rooms.keys().map(|r| Channel::Room(r.clone())));
+        out.extend(st.users.keys().map(|u| Channel::User(u.clone())));
+        out
+    }
+
     /// Rooms with local members.
     pub fn room_count(&self) -> usize {
         self.lock().rooms.len()

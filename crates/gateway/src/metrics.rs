@@ -36,6 +36,12 @@ pub struct Metrics {
     pub handshake_refusals: Family<Labels, Counter>,
     /// Rooms with at least one local member (set when scraped).
     pub rooms_active: Gauge,
+    /// 1 while the broker's connection is up.
+    pub broker_up: Gauge,
+    /// Times the broker's connection was lost.
+    pub broker_disconnects: Counter,
+    /// Client frames refused with `unavailable` because the broker failed.
+    pub broker_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -59,6 +65,9 @@ impl Metrics {
             slow_consumer_closes: Counter::default(),
             handshake_refusals: Family::default(),
             rooms_active: Gauge::default(),
+            broker_up: Gauge::default(),
+            broker_disconnects: Counter::default(),
+            broker_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -106,6 +115,21 @@ impl Metrics {
             "rooms_active",
             "Rooms with local members",
             m.rooms_active.clone(),
+        );
+        registry.register(
+            "broker_up",
+            "1 while the broker connection is up",
+            m.broker_up.clone(),
+        );
+        registry.register(
+            "broker_disconnects",
+            "Broker connection losses",
+            m.broker_disconnects.clone(),
+        );
+        registry.register(
+            "broker_errors",
+            "Client frames refused because the broker failed",
+            m.broker_errors.clone(),
         );
         for code in ErrorCode::ALL {
             let _ = m.errors.get_or_create(&vec![("code", code.as_str())]);

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsgate_broker::{Broker, BrokerEvent, Channel};
+use wsgate_broker::{Broker, BrokerEvent, Channel, NodeReport};
 use wsgate_protocol::server::frame_type;
 
 use crate::auth::Authenticator;
@@ -52,15 +52,17 @@ pub struct Node {
 
 impl Node {
     /// A node over `broker`.
-    pub fn new(config: Config, broker: Arc<dyn Broker>) -> Arc<Self> {
-        let node_id = config.resolved_node_id();
+    pub fn new(config: Config, node_id: String, broker: Arc<dyn Broker>) -> Arc<Self> {
         let auth = Authenticator::new(config.jwt_secret.as_deref());
+        let metrics = Metrics::new();
+        // The embedded broker is always there; Redis says when it connects.
+        metrics.broker_up.set(i64::from(broker.kind() == "memory"));
         Arc::new(Node {
             node_id,
             subs: Subscriptions::new(broker.clone()),
             broker,
             hub: Hub::new(),
-            metrics: Metrics::new(),
+            metrics,
             auth,
             active: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -118,8 +120,55 @@ impl Node {
         while let Some(event) = events.recv().await {
             match event {
                 BrokerEvent::Message { channel, frame } => self.dispatch(&channel, frame),
-                BrokerEvent::Down => tracing::warn!("broker down"),
-                BrokerEvent::Up => tracing::info!("broker up"),
+                BrokerEvent::Down => {
+                    self.metrics.broker_up.set(0);
+                    self.metrics.broker_disconnects.inc();
+                }
+                BrokerEvent::Up => {
+                    self.metrics.broker_up.set(1);
+                    // The broker resubscribed what it knew; make sure every channel a
+                    // local session needs is there, including ones whose subscription
+                    // failed during the outage.
+                    let node = self.clone();
+                    tokio::spawn(async move {
+                        for channel in node.hub.channels() {
+                            if let Err(e) = node.subs.ensure(&channel).await {
+                                tracing::warn!(%channel, error = %e, "resubscribe failed");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reports this node to the broker twice per heartbeat interval: the cluster
+    /// registry, and the reaping of nodes that stopped reporting.
+    pub async fn run_heartbeat(self: Arc<Self>) {
+        let period =
+            Duration::from_millis(self.config.heartbeat_ms / 2).max(Duration::from_millis(50));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.root.cancelled() => return,
+            }
+            let report = NodeReport {
+                connections: self.active.load(Ordering::Acquire) as u64,
+            };
+            match self.broker.heartbeat(report).await {
+                Ok(()) if failing => {
+                    tracing::info!("cluster heartbeat restored");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cluster heartbeat failing");
+                    failing = true;
+                }
+                Err(_) => {}
             }
         }
     }

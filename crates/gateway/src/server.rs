@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use wsgate_broker::{Broker, Channel, MemoryBroker};
+use wsgate_broker::{Broker, Channel, MemoryBroker, RedisBroker, RedisSettings};
 
 use crate::config::Config;
 use crate::node::Node;
@@ -38,12 +38,31 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         config.validate().map_err(anyhow::Error::msg)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(config.history_len, events_tx));
+        let node_id = config.resolved_node_id();
+        let broker: Arc<dyn Broker> = match &config.redis_url {
+            None => Arc::new(MemoryBroker::new(config.history_len, events_tx)),
+            Some(url) => Arc::new(RedisBroker::connect(
+                RedisSettings {
+                    url: url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    node_id: node_id.clone(),
+                    history_len: config.history_len,
+                    history_ttl: Duration::from_secs(config.history_ttl_s),
+                    heartbeat: Duration::from_millis(config.heartbeat_ms),
+                },
+                events_tx,
+            )?),
+        };
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let node = Node::new(config, broker);
+        let node = Node::new(config, node_id, broker);
         tokio::spawn(node.clone().run_dispatcher(events_rx));
-        node.subs.ensure(&Channel::Broadcast).await?;
+        if let Err(e) = node.subs.ensure(&Channel::Broadcast).await {
+            // Redis down at start: the node serves anyway (not ready), and the broker
+            // subscribes the broadcast channel as soon as it connects.
+            tracing::warn!(error = %e, "broker not reachable at start; retrying in the background");
+        }
+        tokio::spawn(node.clone().run_heartbeat());
         Ok(Server {
             node,
             local_addr,
@@ -89,6 +108,9 @@ impl Server {
                 left = node.tracker.len(),
                 "shutdown deadline reached with sessions still open"
             );
+        }
+        if let Err(e) = node.broker.deregister().await {
+            tracing::warn!(error = %e, "could not deregister from the cluster");
         }
         tracing::info!("shutdown complete");
         Ok(())

@@ -369,7 +369,7 @@ impl Session {
                     }
                     let _ = node.broker.presence_remove(&room, &self.session).await;
                 }
-                return Err(unavailable(e));
+                return Err(self.unavailable(e));
             }
         };
         let replayed = head.len() as u64;
@@ -458,7 +458,7 @@ impl Session {
             .broker
             .publish_entry(&room, &entry)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.unavailable(e))?;
         if reference.is_some() {
             self.send(
                 &ServerFrame::Ack {
@@ -479,7 +479,7 @@ impl Session {
             .broker
             .typing_set(&room, &self.session.user, is_typing, TYPING_TTL)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.unavailable(e))?;
         if is_typing {
             self.typing.insert(room.clone());
             let node = self.node.clone();
@@ -536,7 +536,7 @@ impl Session {
             .broker
             .publish(&Channel::User(to), frame.encode().into())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.unavailable(e))?;
         if reference.is_some() {
             self.send(
                 &ServerFrame::Ack {
@@ -563,7 +563,7 @@ impl Session {
             .broker
             .history(&room, before, limit)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.unavailable(e))?;
         // The stored frames are spliced in as they are: no decoding, no re-encoding.
         let mut out = String::with_capacity(64 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
         out.push_str(r#"{"type":"history","#);
@@ -594,6 +594,15 @@ impl Session {
         Ok(())
     }
 
+    fn unavailable(&self, e: wsgate_broker::Error) -> FrameError {
+        tracing::warn!(error = %e, "broker call failed");
+        self.node.metrics.broker_errors.inc();
+        FrameError::new(
+            ErrorCode::Unavailable,
+            "the broker is unreachable; not accepted, retry later",
+        )
+    }
+
     /// Leaves every room (presence, typing, hub) and the user's channel.
     async fn cleanup(&mut self) {
         let rooms: Vec<String> = self.rooms.iter().cloned().collect();
@@ -609,12 +618,4 @@ impl Session {
                 .release_later(Channel::User(self.session.user.user_id.clone()));
         }
     }
-}
-
-fn unavailable(e: wsgate_broker::Error) -> FrameError {
-    tracing::warn!(error = %e, "broker call failed");
-    FrameError::new(
-        ErrorCode::Unavailable,
-        "the broker is unreachable; not accepted, retry later",
-    )
 }

@@ -1,0 +1,207 @@
+//! The Lua scripts of the Redis broker. Each runs atomically in Redis, which is what
+//! makes "store and publish" one step and keeps a history's epoch consistent with its
+//! stream.
+
+/// Builds a stored frame from kind, id and body exactly as
+/// `wsgate_protocol::server::splice` does: `{"type":K,"id":ID,` + body without `{`.
+const SPLICE: &str = r#"
+local function splice(kind, id, body)
+  return '{"type":"' .. kind .. '","id":"' .. id .. '",' .. string.sub(body, 2)
+end
+local function entry_frame(e)
+  local f = e[2]
+  local kind, body = 'message', '{}'
+  for j = 1, #f, 2 do
+    if f[j] == 'k' then kind = f[j + 1] elseif f[j] == 'b' then body = f[j + 1] end
+  end
+  return splice(kind, e[1], body)
+end
+"#;
+
+/// The epoch rule, shared by every script that reads or writes a history: a room's
+/// epoch is kept in its meta hash beside the stream; when the meta is gone, or it says
+/// the room had a stream and the stream is gone (expired, evicted, Redis restarted
+/// without persistence), the history was lost as a whole and a fresh epoch is set.
+const EPOCH: &str = r#"
+local function current_epoch(stream, meta, fresh, ttl)
+  local exists = redis.call('EXISTS', stream)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  local had = redis.call('HGET', meta, 'stream')
+  if (not epoch) or (exists == 0 and had == '1') then
+    epoch = fresh
+    redis.call('HSET', meta, 'epoch', epoch, 'stream', '0')
+    redis.call('EXPIRE', meta, ttl)
+  end
+  return epoch, exists
+end
+"#;
+
+/// Appends to the room's stream, trims it, refreshes the idle expiry and publishes
+/// the final frame on the room's channel, as one step.
+///
+/// KEYS: stream, meta. ARGV: kind, body, maxlen, ttl seconds, channel, fresh epoch.
+/// Returns the new id.
+pub fn publish_entry() -> String {
+    format!(
+        "{SPLICE}{EPOCH}{}",
+        r#"
+current_epoch(KEYS[1], KEYS[2], ARGV[6], ARGV[4])
+redis.call('HSET', KEYS[2], 'stream', '1')
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'k', ARGV[1], 'b', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], splice(ARGV[1], id, ARGV[2]))
+return id
+"#
+    )
+}
+
+/// The room's epoch and last id, and with a `since`, the frames after it. Redis does
+/// not record the newest id that trimming removed, so the script reports the first kept
+/// id when anything was trimmed: a replay is complete only from that id on. (A client
+/// whose `since` is exactly the last trimmed id is told `recovered:false` although it
+/// missed nothing: conservative, never a silent gap.)
+///
+/// KEYS: stream, meta. ARGV: fresh epoch, ttl seconds, since ('' for none).
+/// Returns `{epoch, last_id or '', first_kept_if_trimmed or '0-0', id1, frame1, …}`.
+pub fn replay() -> String {
+    format!(
+        "{SPLICE}{EPOCH}{}",
+        r#"
+local epoch, exists = current_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+if exists == 0 then return {epoch, '', '0-0'} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, first, len, added = '', '0-0', 0, 0
+for i = 1, #info, 2 do
+  local k = info[i]
+  if k == 'last-generated-id' then last = info[i + 1]
+  elseif k == 'recorded-first-entry-id' then first = info[i + 1]
+  elseif k == 'length' then len = info[i + 1]
+  elseif k == 'entries-added' then added = info[i + 1] end
+end
+-- Trimming (MAXLEN ~) is the only removal: entries are gone iff more were added than
+-- are left, and then everything before the first kept entry may be gone.
+local trimmed_before = '0-0'
+if added > len then trimmed_before = first end
+local out = {epoch, last, trimmed_before}
+if ARGV[3] ~= '' then
+  for _, e in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[3], '+')) do
+    table.insert(out, e[1])
+    table.insert(out, entry_frame(e))
+  end
+end
+return out
+"#
+    )
+}
+
+/// Up to `limit` frames before an id (or the newest), newest first.
+///
+/// KEYS: stream. ARGV: before ('' for none), limit.
+pub fn history() -> String {
+    format!(
+        "{SPLICE}{}",
+        r#"
+local top = '+'
+if ARGV[1] ~= '' then top = '(' .. ARGV[1] end
+local out = {}
+for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', ARGV[2])) do
+  table.insert(out, entry_frame(e))
+end
+return out
+"#
+    )
+}
+
+/// Adds a session's presence in a room. Returns 1 when it is the user's first session.
+///
+/// KEYS: presence, presence-users, node-rooms. ARGV: session, user, name, node, room.
+pub const PRESENCE_ADD: &str = r#"
+local v = cjson.encode({u = ARGV[2], n = ARGV[3], node = ARGV[4]})
+local new = redis.call('HSET', KEYS[1], ARGV[1], v)
+redis.call('SADD', KEYS[3], ARGV[5])
+if new == 1 and redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+return 0
+"#;
+
+/// Removes a session's presence. Returns 1 when it was the user's last session.
+///
+/// KEYS: presence, presence-users. ARGV: session, user.
+pub const PRESENCE_REMOVE: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    return 1
+  end
+end
+return 0
+"#;
+
+/// Removes every presence entry of a dead node from a room. Returns
+/// `{user1, name1, …}` for the users whose last session it was.
+///
+/// KEYS: presence, presence-users. ARGV: node.
+pub const PRESENCE_REAP: &str = r#"
+local gone = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local ok, v = pcall(cjson.decode, all[i + 1])
+  if ok and v.node == ARGV[1] then
+    redis.call('HDEL', KEYS[1], all[i])
+    if redis.call('HINCRBY', KEYS[2], v.u, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], v.u)
+      table.insert(gone, v.u)
+      table.insert(gone, v.n)
+    end
+  end
+end
+return gone
+"#;
+
+/// Sets or clears a typing flag, drops expired ones, returns `{user1, name1, …}`.
+///
+/// KEYS: typing. ARGV: user, name, 1|0, ttl ms, now ms.
+pub const TYPING_SET: &str = r#"
+local now = tonumber(ARGV[5])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local exp = tonumber(string.match(all[i + 1], '^(%d+)'))
+  if exp == nil or exp <= now then redis.call('HDEL', KEYS[1], all[i]) end
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], ARGV[1], tostring(now + tonumber(ARGV[4])) .. '|' .. ARGV[2])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 2)
+local out = {}
+all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  table.insert(out, all[i])
+  table.insert(out, string.match(all[i + 1], '^%d+|(.*)$') or '')
+end
+return out
+"#;
+
+/// Drops expired typing flags. Returns `{changed, user1, name1, …}`.
+///
+/// KEYS: typing. ARGV: now ms.
+pub const TYPING_EXPIRE: &str = r#"
+local now = tonumber(ARGV[1])
+local changed = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local exp = tonumber(string.match(all[i + 1], '^(%d+)'))
+  if exp == nil or exp <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+    changed = 1
+  end
+end
+local out = {changed}
+all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  table.insert(out, all[i])
+  table.insert(out, string.match(all[i + 1], '^%d+|(.*)$') or '')
+end
+return out
+"#;
