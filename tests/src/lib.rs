@@ -265,13 +265,40 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port and waits until it answers.
     pub fn start() -> RedisServer {
+        let mut r = RedisServer::reserve();
+        r.spawn();
+        r
+    }
+
+    /// Picks a free port without starting anything yet (see [`RedisServer::restart`]).
+    pub fn reserve() -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        let mut r = RedisServer { child: None, port };
-        r.spawn();
-        r
+        RedisServer { child: None, port }
+    }
+
+    /// Sends one command and returns the raw RESP reply (for checks such as
+    /// `PUBSUB NUMSUB`).
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect redis");
+        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+        }
+        s.write_all(req.as_bytes()).expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     fn spawn(&mut self) {
@@ -357,4 +384,23 @@ impl Gateway {
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
+}
+
+/// Sends a `message` with a `ref` and returns `(ack, own copy of the message)`,
+/// whichever arrives first (in cluster mode the copy often comes before the ack).
+pub async fn send_message(c: &mut Client, room: &str, content: &str) -> (Value, Value) {
+    c.send(&json!({"type":"message","room":room,"content":content,"ref":"sm"}))
+        .await
+        .expect("send");
+    let (mut ack, mut msg) = (None, None);
+    while ack.is_none() || msg.is_none() {
+        let f = c.recv(WAIT).await.expect("ack and message");
+        match f["type"].as_str() {
+            Some("ack") if f["ref"] == "sm" => ack = Some(f),
+            Some("message") if f["content"] == content => msg = Some(f),
+            Some("error") => panic!("error instead of ack: {f}"),
+            _ => {}
+        }
+    }
+    (ack.unwrap_or_default(), msg.unwrap_or_default())
 }

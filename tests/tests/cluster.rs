@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wsgate_e2e::{ask, eventually, join, presence_of, Gateway, RedisServer, WAIT};
+use wsgate_e2e::{ask, eventually, join, presence_of, send_message, Gateway, RedisServer, WAIT};
 
 fn cluster(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Gateway> {
     (0..n)
@@ -342,4 +342,56 @@ async fn rejoining_on_another_node_under_load_gets_exactly_what_was_missed() {
         seen, all,
         "every message exactly once, in order, across the rejoin"
     );
+}
+
+#[tokio::test]
+async fn a_node_starts_without_redis_and_becomes_ready_when_it_appears() {
+    let mut redis = RedisServer::reserve();
+    let gw = Gateway::start(&["--redis-url", &redis.url(), "--node-id", "early"]);
+    let (status, _, body) = gw.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(gw.get("/healthz").await.0, 200);
+    // Clients may connect; what needs Redis is refused, not lost.
+    let (mut c, _) = gw.connect("early-bird").await;
+    let e = ask(&mut c, json!({"type":"join","room":"r","ref":1}), "error").await;
+    assert_eq!(e["code"], "unavailable");
+    redis.restart();
+    eventually(Duration::from_secs(20), "ready once Redis is up", || {
+        ready(&gw)
+    })
+    .await;
+    join(&mut c, "r").await;
+    let (ack, msg) = send_message(&mut c, "r", "hi").await;
+    assert_eq!(msg["id"], ack["id"]);
+    // Logged once when Redis was missing, not on every retry.
+    let unreachable = gw
+        .logs()
+        .iter()
+        .filter(|l| l.contains("redis unreachable"))
+        .count();
+    assert_eq!(unreachable, 1);
+}
+
+#[tokio::test]
+async fn a_room_channel_reaches_only_the_nodes_with_members() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 3, &[]);
+    all_ready(&nodes).await;
+    let numsub = |room: &str| redis.command(&["PUBSUB", "NUMSUB", &format!("wsgate:room:{room}")]);
+    let (mut a, _) = nodes[0].connect("a").await;
+    let (mut b, _) = nodes[1].connect("b").await;
+    join(&mut a, "r").await;
+    join(&mut b, "r").await;
+    assert!(numsub("r").ends_with(":2\r\n"), "{}", numsub("r"));
+    ask(&mut b, json!({"type":"leave","room":"r"}), "left").await;
+    // Unsubscribed after a short linger, since node 2 has no member left.
+    eventually(WAIT, "node 2 unsubscribed", || async {
+        numsub("r").ends_with(":1\r\n")
+    })
+    .await;
+    // A message still reaches node 1's member.
+    a.send(&json!({"type":"message","room":"r","content":"x"}))
+        .await
+        .unwrap();
+    assert_eq!(a.recv_type("message", WAIT).await.unwrap()["content"], "x");
 }

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use redis::aio::{MultiplexedConnection, PubSubSink};
 use redis::Script;
 use tokio::sync::mpsc;
 use wsgate_protocol::server::{Member, PresenceEvent, ServerFrame, StoredEntry};
@@ -89,6 +89,8 @@ pub struct RedisBroker {
     /// Set once this node has cleared what a previous run under the same node id
     /// left in presence.
     reaped_self: AtomicBool,
+    /// The pooled command connection in use (see [`RedisBroker::conn`]).
+    cached: std::sync::Mutex<Option<(deadpool_redis::Connection, MultiplexedConnection)>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -161,6 +163,7 @@ impl RedisBroker {
                 typing_expire: Script::new(scripts::TYPING_EXPIRE),
             },
             reaped_self: AtomicBool::new(false),
+            cached: std::sync::Mutex::new(None),
         })
     }
 
@@ -169,23 +172,56 @@ impl RedisBroker {
         self.pubsub.up.load(Ordering::Acquire)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection> {
-        self.pool.get().await.map_err(unavailable)
+    /// The shared command connection: one multiplexed connection taken from the pool
+    /// and kept (its clones pipeline concurrent commands), so a command costs exactly
+    /// its own round trip. The pool's per-checkout health check (`UNWATCH` + `PING`)
+    /// runs only when a broken connection is replaced.
+    async fn conn(&self) -> Result<MultiplexedConnection> {
+        if let Some((_, c)) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Ok(c.clone());
+        }
+        let obj = self.pool.get().await.map_err(unavailable)?;
+        let c: MultiplexedConnection = (*obj).clone();
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((obj, c.clone()));
+        Ok(c)
     }
 
-    /// Runs `f` against a pooled connection with the operation timeout.
+    /// Forgets a connection that failed, so the next command takes a fresh one.
+    fn drop_conn(&self) {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Runs `f` against the command connection with the operation timeout.
     async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let run = async {
             let conn = self.conn().await?;
-            f(conn).await.map_err(unavailable)
+            f(conn).await.map_err(|e| {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.is_timeout()
+                {
+                    self.drop_conn();
+                }
+                unavailable(e)
+            })
         };
-        tokio::time::timeout(OP_TIMEOUT, run)
-            .await
-            .map_err(|_| Error::Unavailable("redis timed out".into()))?
+        match tokio::time::timeout(OP_TIMEOUT, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.drop_conn();
+                Err(Error::Unavailable("redis timed out".into()))
+            }
+        }
     }
 
     fn ttl_s(&self) -> u64 {
