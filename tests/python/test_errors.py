@@ -30,9 +30,9 @@ def test_unknown_type(gateway):
         await c.error({"type": 5, "ref": "n"}, "unknown_type")
         await c.error({"type": None}, "unknown_type")
         await c.error({"type": "JOIN", "room": "a"}, "unknown_type")
-        # Parts of the contract this version does not serve yet.
-        await c.error({"type": "notifications", "ref": "x"}, "unknown_type")
-        await c.error({"type": "mark_read", "all": True}, "unknown_type")
+        # Frames of other protocols, and server frame types, are not client frames.
+        await c.error({"type": "subscribe", "channel": "a", "ref": "x"}, "unknown_type")
+        await c.error({"type": "welcome"}, "unknown_type")
         await c.ping()
 
     run(body)

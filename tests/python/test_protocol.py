@@ -14,7 +14,16 @@ from harness import (
     sort_users,
 )
 
-WELCOME_KEYS = {"type", "protocol", "session_id", "node_id", "user_id", "username", "heartbeat_ms"}
+WELCOME_KEYS = {
+    "type",
+    "protocol",
+    "session_id",
+    "node_id",
+    "user_id",
+    "username",
+    "heartbeat_ms",
+    "unread_notifications",
+}
 MESSAGE_KEYS = {"type", "id", "room", "user_id", "username", "content", "ts"}
 
 
@@ -48,6 +57,7 @@ def test_welcome_fields(start_gateway):
         assert w["user_id"] == "alice"
         assert w["username"] == "Alice"
         assert w["heartbeat_ms"] == 25000
+        assert w["unread_notifications"] == 0
         assert_uuid(w["session_id"])
 
         # A second session of the same user is another session.

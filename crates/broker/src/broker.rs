@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use wsgate_protocol::server::{Member, StoredEntry};
+use wsgate_protocol::server::{Member, Notification, Restore, RestoreRoom, StoredEntry};
 use wsgate_protocol::MessageId;
 
 use crate::error::Result;
@@ -76,6 +76,25 @@ pub struct SessionRef {
     pub session_id: String,
     /// Who the session belongs to.
     pub user: Member,
+}
+
+/// Marks a frame on a user channel as not for one session (`#skip:<session>\n<frame>`):
+/// `notifications_read` goes to every *other* session of the user. Only the gateway's
+/// dispatcher reads it; clients never see the header.
+pub fn skip_envelope(session_id: &str, frame: &str) -> String {
+    format!("#skip:{session_id}\n{frame}")
+}
+
+/// Splits a published payload into the session to skip (if any) and the frame.
+pub fn open_envelope(payload: &[u8]) -> (Option<&str>, &[u8]) {
+    if let Some(rest) = payload.strip_prefix(b"#skip:") {
+        if let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            if let Ok(session) = std::str::from_utf8(&rest[..nl]) {
+                return (Some(session), &rest[nl + 1..]);
+            }
+        }
+    }
+    (None, payload)
 }
 
 /// What a node reports about itself to the cluster registry.
@@ -198,6 +217,59 @@ pub trait Broker: Send + Sync + 'static {
     /// # Errors
     /// [`crate::Error::Unavailable`].
     async fn typing_expire(&self, room: &str) -> Result<Option<Vec<Member>>>;
+
+    /// Stores each notification (one per user, newest kept: at most `cap` per user,
+    /// each for `ttl`) and publishes a `notification` frame on its user's channel, all
+    /// in one step. Returns each user's unread count after it, in order.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`]: nothing was stored or sent.
+    async fn notify(&self, items: &[Notification], cap: usize, ttl: Duration) -> Result<Vec<u64>>;
+
+    /// A page of `user`'s notifications, newest first, and the unread count.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`].
+    async fn notifications(
+        &self,
+        user: &str,
+        limit: usize,
+        before: Option<&str>,
+        unread_only: bool,
+        ttl: Duration,
+    ) -> Result<(Vec<Notification>, u64)>;
+
+    /// Marks `ids` (or all when `None`) read; publishes `notifications_read` to every
+    /// session of the user except `origin_session`. Returns the ids that changed and
+    /// the unread count.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`].
+    async fn mark_read(
+        &self,
+        user: &str,
+        ids: Option<&[String]>,
+        origin_session: &str,
+        ttl: Duration,
+    ) -> Result<(Vec<String>, u64)>;
+
+    /// `user`'s unread count.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`].
+    async fn unread(&self, user: &str, ttl: Duration) -> Result<u64>;
+
+    /// Merges `rooms` into `user`'s saved state (one write), kept for `ttl`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`].
+    async fn save_restore(&self, user: &str, rooms: &[RestoreRoom], ttl: Duration) -> Result<()>;
+
+    /// Takes (reads and deletes) `user`'s saved state.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`].
+    async fn take_restore(&self, user: &str) -> Result<Option<Restore>>;
 
     /// Called periodically (twice per heartbeat interval): keeps this node registered
     /// as alive, and removes from presence the sessions of nodes that stopped

@@ -15,6 +15,8 @@
 //! | `P:node:{node}` | string | exists while the node is alive (expires) |
 //! | `P:node-rooms:{node}` | set | rooms where the node has presence entries (for the reaper) |
 //! | `P:reap:{node}` | string | lock held by the node that reaps a dead node |
+//! | `P:notifications:{user}` | list | `ms|r|id|json` items, newest first, capped, expiring |
+//! | `P:restore:{user}` | hash | room → `{"room","last_id","epoch"}` saved when sessions close |
 
 use crate::broker::Channel;
 
@@ -93,6 +95,16 @@ impl Keys {
     /// The rooms a node has presence entries in.
     pub fn node_rooms(&self, node: &str) -> String {
         format!("{}:node-rooms:{node}", self.prefix)
+    }
+
+    /// A user's stored notifications.
+    pub fn notifications(&self, user: &str) -> String {
+        format!("{}:notifications:{user}", self.prefix)
+    }
+
+    /// A user's saved session state (rooms and last ids).
+    pub fn restore(&self, user: &str) -> String {
+        format!("{}:restore:{user}", self.prefix)
     }
 
     /// The lock for reaping a dead node.

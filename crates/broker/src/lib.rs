@@ -23,7 +23,8 @@ pub mod redis;
 pub mod scripts;
 
 pub use broker::{
-    Broker, BrokerEvent, Channel, ClusterStats, NodeReport, Replay, RoomState, SessionRef,
+    open_envelope, skip_envelope, Broker, BrokerEvent, Channel, ClusterStats, NodeReport, Replay,
+    RoomState, SessionRef,
 };
 pub use error::{Error, Result};
 pub use memory::MemoryBroker;

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Mutex};
-use wsgate_protocol::server::{Member, StoredEntry};
+use wsgate_protocol::server::{
+    Member, Notification, Restore, RestoreRoom, ServerFrame, StoredEntry,
+};
 use wsgate_protocol::MessageId;
 
-use crate::broker::{Broker, BrokerEvent, Channel, Replay, RoomState, SessionRef};
+use crate::broker::{skip_envelope, Broker, BrokerEvent, Channel, Replay, RoomState, SessionRef};
 use crate::error::{Error, Result};
 
 /// The embedded broker.
@@ -40,6 +42,22 @@ struct State {
     presence: HashMap<String, BTreeMap<String, (String, HashSet<String>)>>,
     /// room → user id → (display name, expiry).
     typing: HashMap<String, BTreeMap<String, (String, Instant)>>,
+    /// user id → (creation ms, notification), newest first.
+    notifications: HashMap<String, VecDeque<(u64, Notification)>>,
+    /// user id → (rooms, expiry).
+    restore: HashMap<String, (BTreeMap<String, RestoreRoom>, Instant)>,
+}
+
+fn unread_of(list: &VecDeque<(u64, Notification)>) -> u64 {
+    list.iter().filter(|(_, n)| !n.read).count() as u64
+}
+
+/// Drops notifications older than `ttl` (at the back: the list is newest first).
+fn expire(list: &mut VecDeque<(u64, Notification)>, ttl: Duration) {
+    let oldest = now_ms().saturating_sub(ttl.as_millis() as u64);
+    while list.back().is_some_and(|(ms, _)| *ms < oldest) {
+        list.pop_back();
+    }
 }
 
 #[derive(Default)]
@@ -276,6 +294,130 @@ impl Broker for MemoryBroker {
             state.typing.remove(room);
         }
         Ok(Some(list))
+    }
+
+    async fn notify(&self, items: &[Notification], cap: usize, ttl: Duration) -> Result<Vec<u64>> {
+        let mut state = self.state.lock().await;
+        let now = now_ms();
+        let mut unread = Vec::with_capacity(items.len());
+        let mut frames = Vec::with_capacity(items.len());
+        for n in items {
+            let list = state.notifications.entry(n.user_id.clone()).or_default();
+            expire(list, ttl);
+            list.push_front((now, n.clone()));
+            list.truncate(cap.max(1));
+            let count = unread_of(list);
+            unread.push(count);
+            let frame = ServerFrame::Notification {
+                notification: n.clone(),
+                unread: count,
+            };
+            frames.push((
+                Channel::User(n.user_id.clone()),
+                Bytes::from(frame.encode()),
+            ));
+        }
+        for (channel, frame) in frames {
+            self.emit(&state, &channel, frame).await?;
+        }
+        Ok(unread)
+    }
+
+    async fn notifications(
+        &self,
+        user: &str,
+        limit: usize,
+        before: Option<&str>,
+        unread_only: bool,
+        ttl: Duration,
+    ) -> Result<(Vec<Notification>, u64)> {
+        let mut state = self.state.lock().await;
+        let Some(list) = state.notifications.get_mut(user) else {
+            return Ok((Vec::new(), 0));
+        };
+        expire(list, ttl);
+        let items = list
+            .iter()
+            .map(|(_, n)| n)
+            .filter(|n| before.is_none_or(|b| n.id.as_str() < b))
+            .filter(|n| !unread_only || !n.read)
+            .take(limit)
+            .cloned()
+            .collect();
+        Ok((items, unread_of(list)))
+    }
+
+    async fn mark_read(
+        &self,
+        user: &str,
+        ids: Option<&[String]>,
+        origin_session: &str,
+        ttl: Duration,
+    ) -> Result<(Vec<String>, u64)> {
+        let mut state = self.state.lock().await;
+        let Some(list) = state.notifications.get_mut(user) else {
+            return Ok((Vec::new(), 0));
+        };
+        expire(list, ttl);
+        let mut changed = Vec::new();
+        for (_, n) in list.iter_mut() {
+            if !n.read && ids.is_none_or(|ids| ids.contains(&n.id)) {
+                n.read = true;
+                changed.push(n.id.clone());
+            }
+        }
+        let unread = unread_of(list);
+        if !changed.is_empty() {
+            let frame = ServerFrame::NotificationsRead {
+                ids: changed.clone(),
+                unread,
+            };
+            let payload = skip_envelope(origin_session, &frame.encode());
+            self.emit(
+                &state,
+                &Channel::User(user.to_owned()),
+                Bytes::from(payload),
+            )
+            .await?;
+        }
+        Ok((changed, unread))
+    }
+
+    async fn unread(&self, user: &str, ttl: Duration) -> Result<u64> {
+        let mut state = self.state.lock().await;
+        Ok(state
+            .notifications
+            .get_mut(user)
+            .map(|list| {
+                expire(list, ttl);
+                unread_of(list)
+            })
+            .unwrap_or(0))
+    }
+
+    async fn save_restore(&self, user: &str, rooms: &[RestoreRoom], ttl: Duration) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        state.restore.retain(|_, (_, until)| *until > now);
+        let (saved, until) = state
+            .restore
+            .entry(user.to_owned())
+            .or_insert_with(|| (BTreeMap::new(), now));
+        for r in rooms {
+            saved.insert(r.room.clone(), r.clone());
+        }
+        *until = now + ttl;
+        Ok(())
+    }
+
+    async fn take_restore(&self, user: &str) -> Result<Option<Restore>> {
+        let mut state = self.state.lock().await;
+        Ok(match state.restore.remove(user) {
+            Some((rooms, until)) if until > Instant::now() && !rooms.is_empty() => Some(Restore {
+                rooms: rooms.into_values().collect(),
+            }),
+            _ => None,
+        })
     }
 
     async fn ping(&self) -> Result<()> {

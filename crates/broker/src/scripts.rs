@@ -205,3 +205,123 @@ for i = 1, #all, 2 do
 end
 return out
 "#;
+
+/// Shared by the notification scripts. A user's list holds `ms|r|id|json` items,
+/// newest first (`r` is 1 once read; the JSON has no `read` field, so application
+/// `data` can never be mistaken for the flag).
+const NOTIFICATIONS: &str = r#"
+local function parse(item)
+  local ms, r, id, json = string.match(item, '^(%d+)|(%d)|([^|]*)|(.*)$')
+  return tonumber(ms), r, id, json
+end
+local function expire(key, oldest)
+  while true do
+    local last = redis.call('LINDEX', key, -1)
+    if not last then return end
+    local ms = parse(last)
+    if ms == nil or ms >= oldest then return end
+    redis.call('RPOP', key)
+  end
+end
+local function unread(key)
+  local n = 0
+  for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    local _, r = parse(item)
+    if r == '0' then n = n + 1 end
+  end
+  return n
+end
+"#;
+
+/// Stores one notification per user and publishes each live, in one step.
+///
+/// KEYS: one list per item. ARGV: cap, ttl ms, now ms, then per item: channel,
+/// stored item, notification JSON (with `"read":false`). Returns the unread counts.
+pub fn notify() -> String {
+    format!(
+        "{NOTIFICATIONS}{}",
+        r#"
+local cap, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i = 1, #KEYS do
+  local k, base = KEYS[i], 3 + (i - 1) * 3
+  expire(k, now - ttl)
+  redis.call('LPUSH', k, ARGV[base + 2])
+  redis.call('LTRIM', k, 0, cap - 1)
+  redis.call('PEXPIRE', k, ttl)
+  local n = unread(k)
+  redis.call('PUBLISH', ARGV[base + 1],
+    '{"type":"notification","notification":' .. ARGV[base + 3] .. ',"unread":' .. n .. '}')
+  table.insert(out, n)
+end
+return out
+"#
+    )
+}
+
+/// A page of notifications. KEYS: list. ARGV: limit, before ('' none), unread only
+/// (1|0), now ms, ttl ms. Returns `{unread, r1, json1, r2, json2, …}` newest first.
+pub fn notifications() -> String {
+    format!(
+        "{NOTIFICATIONS}{}",
+        r#"
+local limit, before, only = tonumber(ARGV[1]), ARGV[2], ARGV[3] == '1'
+expire(KEYS[1], tonumber(ARGV[4]) - tonumber(ARGV[5]))
+local out = {unread(KEYS[1])}
+local taken = 0
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if taken >= limit then break end
+  local _, r, id, json = parse(item)
+  if (before == '' or id < before) and (not only or r == '0') then
+    table.insert(out, r)
+    table.insert(out, json)
+    taken = taken + 1
+  end
+end
+return out
+"#
+    )
+}
+
+/// Marks read. KEYS: list. ARGV: all (1|0), now ms, ttl ms, channel, origin session,
+/// ids… Publishes `notifications_read` (for every other session) when anything
+/// changed. Returns `{unread, id1, id2, …}` of the ids that changed.
+pub fn mark_read() -> String {
+    format!(
+        "{NOTIFICATIONS}{}",
+        r#"
+local all = ARGV[1] == '1'
+expire(KEYS[1], tonumber(ARGV[2]) - tonumber(ARGV[3]))
+local wanted = {}
+for i = 6, #ARGV do wanted[ARGV[i]] = true end
+local changed = {}
+for i, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ms, r, id, json = parse(item)
+  if r == '0' and (all or wanted[id]) then
+    redis.call('LSET', KEYS[1], i - 1, ms .. '|1|' .. id .. '|' .. json)
+    table.insert(changed, id)
+  end
+end
+local n = unread(KEYS[1])
+if #changed > 0 then
+  local ids = '"' .. table.concat(changed, '","') .. '"'
+  redis.call('PUBLISH', ARGV[4], '#skip:' .. ARGV[5] .. '\n' ..
+    '{"type":"notifications_read","ids":[' .. ids .. '],"unread":' .. n .. '}')
+end
+local out = {n}
+for _, id in ipairs(changed) do table.insert(out, id) end
+return out
+"#
+    )
+}
+
+/// The unread count. KEYS: list. ARGV: now ms, ttl ms.
+pub fn unread() -> String {
+    format!(
+        "{NOTIFICATIONS}{}",
+        r#"
+expire(KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[2]))
+return unread(KEYS[1])
+"#
+    )
+}

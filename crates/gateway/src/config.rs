@@ -49,6 +49,26 @@ pub struct Config {
     #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Allow the back-end API without an API key (development only; warned at start).
+    #[arg(long, env = "WSGATE_INSECURE_API", default_value_t = false)]
+    pub insecure_api: bool,
+
+    /// Notifications kept per user (the newest).
+    #[arg(long, env = "WSGATE_NOTIFICATIONS_LEN", default_value_t = 200)]
+    pub notifications_len: usize,
+
+    /// How long a notification is kept (e.g. `30d`, `12h`).
+    #[arg(long, env = "WSGATE_NOTIFICATIONS_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub notifications_ttl: std::time::Duration,
+
+    /// How long a user's rooms and last ids are kept after their session closes.
+    #[arg(long, env = "WSGATE_SESSION_STATE_TTL", default_value = "600s", value_parser = humantime::parse_duration)]
+    pub session_state_ttl: std::time::Duration,
+
+    /// Origins allowed on `/ws` and `/events` (comma list); absent: any.
+    #[arg(long, env = "WSGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
     /// Rooms whose names start with this prefix are private: only a token's `rooms` claim grants them.
     #[arg(long, env = "WSGATE_PRIVATE_ROOM_PREFIX", default_value = "private:")]
     pub private_room_prefix: String,
@@ -98,6 +118,15 @@ impl Config {
             .unwrap_or_else(|| format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))
     }
 
+    /// Whether `origin` (an `Origin` header) may open `/ws` or `/events`. Requests
+    /// without an `Origin` (not from a browser) are not restricted.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match (&self.allowed_origins, origin) {
+            (None, _) | (_, None) => true,
+            (Some(list), Some(o)) => list.iter().any(|a| a.trim() == o || a.trim() == "*"),
+        }
+    }
+
     /// Largest WebSocket message accepted: the content limit plus room for the JSON envelope.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_message_bytes + 4096
@@ -138,6 +167,12 @@ impl Config {
             {
                 return Err("--redis-url must be a redis:// URL".into());
             }
+        }
+        if self.notifications_len == 0 {
+            return Err("--notifications-len must be at least 1".into());
+        }
+        if self.notifications_ttl.is_zero() || self.session_state_ttl.is_zero() {
+            return Err("--notifications-ttl and --session-state-ttl must be positive".into());
         }
         if self.redis_prefix.is_empty() {
             return Err("--redis-prefix must not be empty".into());

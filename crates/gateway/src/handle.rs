@@ -72,6 +72,9 @@ impl Control {
 pub struct SessionHandle {
     /// Node-local id (a counter): cheaper to hash than the session's UUID.
     pub id: u64,
+    /// The session's UUID (`welcome.session_id`): frames can be addressed to every
+    /// session of a user but this one.
+    pub key: Arc<str>,
     /// The bounded send queue drained by the session's writer.
     pub tx: mpsc::Sender<Outbound>,
     /// Shared end-of-session state.

@@ -42,9 +42,34 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 /// Routes one request.
 pub async fn route<B>(node: Arc<Node>, req: Request<B>) -> Result<Response<Body>, Infallible>
 where
-    B: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let path = req.uri().path();
+    let path = req.uri().path().to_owned();
+    if let Some(res) = cors_preflight(&node, &req) {
+        return Ok(res);
+    }
+    match path.as_str() {
+        "/events" => return Ok(crate::sse::events(&node, req).await),
+        "/api/publish" => return Ok(crate::api::publish(&node, req).await),
+        "/api/notifications" => return Ok(crate::api::notify(&node, req).await),
+        _ => {}
+    }
+    if let Some(user) = path
+        .strip_prefix("/api/users/")
+        .and_then(|rest| rest.strip_suffix("/notifications"))
+    {
+        let user: String =
+            url::form_urlencoded::parse(format!("u={}", user.replace('+', "%2B")).as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .next()
+                .unwrap_or_default();
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut res = crate::api::list_notifications(&node, req, &user).await;
+        allow_origin(&node, origin, &mut res);
+        return Ok(res);
+    }
+    let path = path.as_str();
     let get_only = |allowed: bool| {
         if allowed {
             None
@@ -94,6 +119,52 @@ where
         _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     };
     Ok(res)
+}
+
+/// CORS for the read-only API: the allowed origin is echoed.
+fn allow_origin(node: &Node, origin: Option<HeaderValue>, res: &mut Response<Body>) {
+    if let Some(o) = origin {
+        if node.config.origin_allowed(o.to_str().ok()) {
+            res.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            res.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+/// Answers a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) for
+/// `/events` and the read-only API.
+fn cors_preflight<B>(node: &Node, req: &Request<B>) -> Option<Response<Body>> {
+    if req.method() != Method::OPTIONS
+        || !req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return None;
+    }
+    let path = req.uri().path();
+    if path != "/events" && !path.starts_with("/api/users/") {
+        return None;
+    }
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut res = Response::new(full(Bytes::new()));
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, X-Api-Key, Last-Event-ID"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    allow_origin(node, origin, &mut res);
+    Some(res)
 }
 
 async fn readyz(node: &Node) -> Response<Body> {

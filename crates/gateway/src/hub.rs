@@ -182,6 +182,17 @@ impl Hub {
 
     /// Hands `frame` to every local session on `channel`.
     pub fn dispatch(&self, channel: &Channel, frame: &Utf8Bytes) -> Fanout {
+        self.dispatch_except(channel, frame, None)
+    }
+
+    /// Hands `frame` to every local session on `channel` except the session whose key
+    /// is `skip` (used for a user's "other sessions").
+    pub fn dispatch_except(
+        &self,
+        channel: &Channel,
+        frame: &Utf8Bytes,
+        skip: Option<&str>,
+    ) -> Fanout {
         let mut out = Fanout::default();
         let mut st = self.lock();
         let offer =
@@ -193,7 +204,10 @@ impl Hub {
             Channel::Broadcast => st.all.values().for_each(|h| offer(&mut out, h)),
             Channel::User(u) => {
                 if let Some(sessions) = st.users.get(u) {
-                    sessions.values().for_each(|h| offer(&mut out, h));
+                    sessions
+                        .values()
+                        .filter(|h| skip.is_none_or(|k| *h.key != *k))
+                        .for_each(|h| offer(&mut out, h));
                 }
             }
             Channel::Room(r) => {
@@ -246,7 +260,15 @@ mod tests {
     fn session(id: u64, cap: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(cap);
         let control = Arc::new(Control::new(CancellationToken::new()));
-        (SessionHandle { id, tx, control }, rx)
+        (
+            SessionHandle {
+                id,
+                key: Arc::from(format!("s{id}")),
+                tx,
+                control,
+            },
+            rx,
+        )
     }
 
     fn text(o: Outbound) -> Vec<String> {

@@ -6,7 +6,9 @@
 //! - [`server`]: the listener, the accept loop and graceful shutdown.
 //! - [`node`]: [`node::Node`], the composition root every task shares, and the
 //!   dispatcher that fans broker events out.
-//! - [`http`]: routing of plain HTTP (health, readiness, stats, metrics).
+//! - [`http`]: routing of plain HTTP (health, readiness, stats, metrics, CORS).
+//! - [`api`]: the back-end HTTP API (publish, notifications); [`sse`]: Server-Sent
+//!   Events for one-way consumers.
 //! - [`upgrade`]: the `/ws` handshake and the `WebSocketConfig`.
 //! - [`auth`]: identities from HS256 tokens or development query parameters.
 //! - [`session`]: one connection's reader loop and the commands it serves;
@@ -15,6 +17,7 @@
 //! - [`subscriptions`]: node-level broker subscriptions with deferred release.
 //! - [`ratelimit`], [`metrics`]: per-connection rate limits and Prometheus metrics.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod handle;
@@ -25,6 +28,7 @@ pub mod node;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
+pub mod sse;
 pub mod subscriptions;
 pub mod upgrade;
 pub mod writer;

@@ -20,6 +20,9 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     server::raise_nofile_limit();
+    if config.api_key.is_none() && config.insecure_api {
+        tracing::warn!("--insecure-api: the back-end HTTP API accepts requests without a key");
+    }
     if config.jwt_secret.is_none() {
         tracing::warn!(
             "no --jwt-secret: development mode, identities come from ?user_id= and ?username="

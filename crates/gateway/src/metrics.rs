@@ -208,6 +208,10 @@ pub fn type_label(kind: Option<&str>) -> &'static str {
         Some("broadcast") => "broadcast",
         Some("notification") => "notification",
         Some("error") => "error",
+        Some("notifications") => "notifications",
+        Some("marked_read") => "marked_read",
+        Some("notifications_read") => "notifications_read",
+        Some("reset") => "reset",
         _ => "other",
     }
 }

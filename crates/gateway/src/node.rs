@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsgate_broker::{Broker, BrokerEvent, Channel, NodeReport};
+use wsgate_broker::{open_envelope, Broker, BrokerEvent, Channel, NodeReport};
 use wsgate_protocol::server::frame_type;
 
 use crate::auth::Authenticator;
@@ -173,7 +173,16 @@ impl Node {
         }
     }
 
-    fn dispatch(&self, channel: &Channel, frame: Bytes) {
+    fn dispatch(&self, channel: &Channel, payload: Bytes) {
+        // A user-channel frame may name a session to skip (`#skip:<id>\n<frame>`).
+        let (skip, inner) = {
+            let (skip, frame) = open_envelope(&payload);
+            (
+                skip.map(str::to_owned),
+                skip.is_some().then(|| payload.slice_ref(frame)),
+            )
+        };
+        let frame = inner.unwrap_or(payload);
         let frame = match Utf8Bytes::try_from(frame) {
             Ok(f) => f,
             Err(_) => {
@@ -181,7 +190,7 @@ impl Node {
                 return;
             }
         };
-        let out = self.hub.dispatch(channel, &frame);
+        let out = self.hub.dispatch_except(channel, &frame, skip.as_deref());
         self.metrics.fanout_deliveries.inc_by(out.delivered as u64);
         self.metrics
             .frames_out(type_label(frame_type(frame.as_str())), out.delivered as u64);

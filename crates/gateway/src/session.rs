@@ -2,7 +2,7 @@
 //! writer task it feeds ([`crate::writer`]), and the clean-up that leaves no trace in
 //! rooms, presence or typing when it ends, whatever ended it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument;
 use wsgate_broker::{Channel, SessionRef};
 use wsgate_protocol::client::{self, ClientFrame, Command, ParseLimits};
-use wsgate_protocol::server::{frame_id, PresenceEvent, ServerFrame, StoredEntry};
+use wsgate_protocol::server::{frame_id, PresenceEvent, RestoreRoom, ServerFrame, StoredEntry};
 use wsgate_protocol::{CloseCode, ErrorCode, FrameError, MessageId, PROTOCOL_VERSION};
 
 use crate::auth::Identity;
@@ -58,6 +58,7 @@ where
         let control = Arc::new(Control::new(node.root.child_token()));
         let handle = SessionHandle {
             id: node.next_session_id(),
+            key: Arc::from(session_id.as_str()),
             tx,
             control: control.clone(),
         };
@@ -71,7 +72,7 @@ where
             },
             identity,
             handle,
-            rooms: HashSet::new(),
+            rooms: HashMap::new(),
             typing: HashSet::new(),
             bucket: TokenBucket::new(
                 node.config.rate_limit,
@@ -83,7 +84,7 @@ where
             },
         };
         tracing::debug!("session open");
-        session.start();
+        session.start().await;
         let writer = node.tracker.spawn(
             run_writer(
                 sink,
@@ -103,7 +104,8 @@ where
         let mut stream = stream;
         session.read_loop(&mut stream, &last_seen, epoch).await;
         tracing::debug!("reader done");
-        let code = writer.await.unwrap_or(1011);
+        let (code, delivered) = writer.await.unwrap_or((1011, Vec::new()));
+        session.save_restore(&delivered).await;
         tracing::debug!(code, "writer done");
         // Leave rooms and presence first: the peer is gone or told to go.
         session.cleanup().await;
@@ -132,8 +134,8 @@ struct Session {
     identity: Identity,
     session: SessionRef,
     handle: SessionHandle,
-    /// Rooms this session is in.
-    rooms: HashSet<String>,
+    /// Rooms this session is in → (history epoch, `last_id` its `joined` announced).
+    rooms: HashMap<String, (String, Option<MessageId>)>,
     /// Rooms where this session's user is flagged as typing by this session.
     typing: HashSet<String>,
     bucket: TokenBucket,
@@ -143,7 +145,23 @@ struct Session {
 impl Session {
     /// Queues `welcome` (the first frame, before any fan-out can reach the session)
     /// and registers the session with the hub.
-    fn start(&mut self) {
+    async fn start(&mut self) {
+        let user = &self.session.user.user_id;
+        let broker = &self.node.broker;
+        let unread = match broker
+            .unread(user, self.node.config.notifications_ttl)
+            .await
+        {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "unread count unavailable for welcome");
+                None
+            }
+        };
+        let restore = broker.take_restore(user).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "saved state unavailable for welcome");
+            None
+        });
         let welcome = ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION,
             session_id: self.session.session_id.clone(),
@@ -151,8 +169,8 @@ impl Session {
             user_id: self.session.user.user_id.clone(),
             username: self.session.user.username.clone(),
             heartbeat_ms: self.node.config.heartbeat_ms,
-            unread_notifications: None,
-            restore: None,
+            unread_notifications: unread,
+            restore,
         };
         self.send(&welcome, "welcome");
         self.node
@@ -247,6 +265,15 @@ impl Session {
                 before,
                 limit,
             } => self.history(room, before, limit, reference.clone()).await,
+            Command::Notifications {
+                limit,
+                before,
+                unread_only,
+            } => {
+                self.notifications(limit, before, unread_only, reference.clone())
+                    .await
+            }
+            Command::MarkRead { ids } => self.mark_read(ids, reference.clone()).await,
             Command::Ping => {
                 self.send(
                     &ServerFrame::Pong {
@@ -289,7 +316,7 @@ impl Session {
     }
 
     fn require_member(&self, room: &str) -> Result<(), FrameError> {
-        if self.rooms.contains(room) {
+        if self.rooms.contains_key(room) {
             Ok(())
         } else {
             Err(FrameError::new(ErrorCode::NotMember, "join the room first"))
@@ -318,7 +345,7 @@ impl Session {
         reference: Option<Value>,
     ) -> Result<(), FrameError> {
         self.require_access(&room)?;
-        let already = self.rooms.contains(&room);
+        let already = self.rooms.contains_key(&room);
         if !already && self.rooms.len() >= self.node.config.max_rooms_per_connection {
             return Err(FrameError::new(
                 ErrorCode::TooManyRooms,
@@ -373,6 +400,7 @@ impl Session {
             }
         };
         let replayed = head.len() as u64;
+        let joined_at = (state.epoch.clone(), state.last_id);
         let joined = ServerFrame::Joined {
             reference,
             room: room.clone(),
@@ -390,7 +418,7 @@ impl Session {
             node.metrics.frames_out("message", replayed);
             node.metrics.frames_out("joined", 1);
         }
-        self.rooms.insert(room.clone());
+        self.rooms.insert(room.clone(), joined_at);
         if first {
             self.presence(&room, PresenceEvent::Join).await;
         }
@@ -414,7 +442,7 @@ impl Session {
     }
 
     async fn leave(&mut self, room: String, reference: Option<Value>) -> Result<(), FrameError> {
-        if !self.rooms.contains(&room) {
+        if !self.rooms.contains_key(&room) {
             return Err(FrameError::new(ErrorCode::NotMember, "not in this room"));
         }
         self.leave_room(&room).await;
@@ -603,9 +631,95 @@ impl Session {
         )
     }
 
+    /// Saves this session's rooms with the last id it delivered in each (or, where it
+    /// delivered none, the `last_id` its `joined` announced) and their epochs, for the
+    /// user's next `welcome`: one broker write per closing session, nothing per
+    /// delivery.
+    async fn save_restore(&self, delivered: &crate::writer::Delivered) {
+        if self.rooms.is_empty() {
+            return;
+        }
+        let rooms: Vec<RestoreRoom> = self
+            .rooms
+            .iter()
+            .map(|(room, (epoch, joined_last))| {
+                let sent = delivered.iter().find(|(r, _)| r == room).map(|(_, id)| *id);
+                RestoreRoom {
+                    room: room.clone(),
+                    last_id: sent.max(*joined_last).map(|id| id.to_string()),
+                    epoch: epoch.clone(),
+                }
+            })
+            .collect();
+        let ttl = self.node.config.session_state_ttl;
+        if let Err(e) = self
+            .node
+            .broker
+            .save_restore(&self.session.user.user_id, &rooms, ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "could not save the session state");
+        }
+    }
+
+    async fn notifications(
+        &self,
+        limit: usize,
+        before: Option<String>,
+        unread_only: bool,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        let (items, unread) = self
+            .node
+            .broker
+            .notifications(
+                &self.session.user.user_id,
+                limit,
+                before.as_deref(),
+                unread_only,
+                self.node.config.notifications_ttl,
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let frame = ServerFrame::Notifications {
+            reference,
+            items,
+            unread,
+        };
+        self.send(&frame, "notifications");
+        Ok(())
+    }
+
+    async fn mark_read(
+        &self,
+        ids: Option<Vec<String>>,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        let (ids, unread) = self
+            .node
+            .broker
+            .mark_read(
+                &self.session.user.user_id,
+                ids.as_deref(),
+                &self.session.session_id,
+                self.node.config.notifications_ttl,
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.send(
+            &ServerFrame::MarkedRead {
+                reference,
+                ids,
+                unread,
+            },
+            "marked_read",
+        );
+        Ok(())
+    }
+
     /// Leaves every room (presence, typing, hub) and the user's channel.
     async fn cleanup(&mut self) {
-        let rooms: Vec<String> = self.rooms.iter().cloned().collect();
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
             self.leave_room(&room).await;
         }

@@ -42,6 +42,7 @@ fn status_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "400",
         401 => "401",
+        403 => "403",
         405 => "405",
         426 => "426",
         503 => "503",
@@ -123,6 +124,16 @@ where
             )
         }
     };
+    if !node
+        .config
+        .origin_allowed(headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()))
+    {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this origin is not allowed",
+        );
+    }
     if node.is_draining() {
         let mut res = refuse(
             StatusCode::SERVICE_UNAVAILABLE,

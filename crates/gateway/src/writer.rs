@@ -10,8 +10,10 @@ use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use wsgate_protocol::CloseCode;
+use wsgate_protocol::server::stored_room_id;
+use wsgate_protocol::{CloseCode, MessageId};
 
 use crate::handle::{Control, Outbound, ABNORMAL};
 
@@ -38,8 +40,23 @@ pub struct WriterParams {
     pub drain_timeout: Duration,
 }
 
-/// How the writer ended: the close code sent (1006 when none could be).
-pub type WriterOutcome = u16;
+/// How the writer ended: the close code sent (1006 when none could be), and the last
+/// stored frame id written in each room (for state restore).
+pub type WriterOutcome = (u16, Delivered);
+
+/// Room → the id of the last stored frame written to the socket. A short vector: a
+/// session is in few rooms, and this is updated per written frame without allocating
+/// (except the first time a room shows up).
+pub type Delivered = Vec<(String, MessageId)>;
+
+fn track(delivered: &mut Delivered, frame: &Utf8Bytes) {
+    if let Some((room, id)) = stored_room_id(frame.as_str()) {
+        match delivered.iter_mut().find(|(r, _)| r == room) {
+            Some(entry) => entry.1 = id,
+            None => delivered.push((room.to_owned(), id)),
+        }
+    }
+}
 
 /// Runs the writer until the session ends. Returns the close code it sent.
 pub async fn run_writer<S>(mut sink: S, mut p: WriterParams) -> WriterOutcome
@@ -56,6 +73,7 @@ where
         tokio::time::Instant::now() + left
     });
     let token = p.control.token.clone();
+    let mut delivered = Delivered::new();
     loop {
         tokio::select! {
             biased;
@@ -63,9 +81,9 @@ where
             item = p.rx.recv() => {
                 let Some(item) = item else { break };
                 let burst = async {
-                    feed(&mut sink, item).await?;
+                    feed(&mut sink, item, &mut delivered).await?;
                     while let Ok(item) = p.rx.try_recv() {
-                        feed(&mut sink, item).await?;
+                        feed(&mut sink, item, &mut delivered).await?;
                     }
                     sink.flush().await
                 };
@@ -77,7 +95,7 @@ where
                     tracing::debug!(error = %e, "write failed");
                     // The socket is gone; nothing more can be written.
                     p.control.vanish();
-                    return ABNORMAL;
+                    return (ABNORMAL, delivered);
                 }
             }
             _ = ticker.tick() => {
@@ -87,7 +105,7 @@ where
                     // The peer is presumed dead: drop the connection without a close
                     // handshake (the client sees 1006 and reconnects).
                     p.control.vanish();
-                    return ABNORMAL;
+                    return (ABNORMAL, delivered);
                 }
                 let ping = async {
                     sink.feed(Message::Ping(Default::default())).await?;
@@ -99,7 +117,7 @@ where
                 };
                 if res.is_err() {
                     p.control.vanish();
-                    return ABNORMAL;
+                    return (ABNORMAL, delivered);
                 }
             }
             _ = sleep_until_opt(expiry) => {
@@ -108,7 +126,8 @@ where
             }
         }
     }
-    finish(sink, p).await
+    let code = finish(sink, p, &mut delivered).await;
+    (code, delivered)
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -118,14 +137,18 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-async fn feed<S>(sink: &mut S, item: Outbound) -> Result<(), WsError>
+async fn feed<S>(sink: &mut S, item: Outbound, delivered: &mut Delivered) -> Result<(), WsError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
     match item {
-        Outbound::Frame(f) => sink.feed(Message::Text(f)).await,
+        Outbound::Frame(f) => {
+            track(delivered, &f);
+            sink.feed(Message::Text(f)).await
+        }
         Outbound::Batch(frames) => {
             for f in frames {
+                track(delivered, &f);
                 sink.feed(Message::Text(f)).await?;
             }
             Ok(())
@@ -134,7 +157,7 @@ where
 }
 
 /// Writes what the end of the session calls for, then the close frame.
-async fn finish<S>(mut sink: S, mut p: WriterParams) -> WriterOutcome
+async fn finish<S>(mut sink: S, mut p: WriterParams, delivered: &mut Delivered) -> u16
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
@@ -151,7 +174,7 @@ where
             let drain = async {
                 p.rx.close();
                 while let Some(item) = p.rx.recv().await {
-                    feed(&mut sink, item).await?;
+                    feed(&mut sink, item, delivered).await?;
                 }
                 sink.flush().await
             };

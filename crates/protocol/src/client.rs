@@ -77,7 +77,24 @@ pub enum Command {
     },
     /// Application-level ping for clients that cannot send protocol pings.
     Ping,
+    /// A page of the user's stored notifications, newest first.
+    Notifications {
+        /// How many at most (1–100).
+        limit: usize,
+        /// Only notifications older than this notification id.
+        before: Option<String>,
+        /// Only unread ones.
+        unread_only: bool,
+    },
+    /// Marks notifications read: the listed ids, or all of them.
+    MarkRead {
+        /// The ids; `None` means all.
+        ids: Option<Vec<String>>,
+    },
 }
+
+/// Most ids one `mark_read` may list.
+pub const MAX_MARK_READ_IDS: usize = 1000;
 
 impl Command {
     /// The frame's `type`, as the client spelled it.
@@ -90,6 +107,8 @@ impl Command {
             Command::Direct { .. } => "direct",
             Command::History { .. } => "history",
             Command::Ping => "ping",
+            Command::Notifications { .. } => "notifications",
+            Command::MarkRead { .. } => "mark_read",
         }
     }
 }
@@ -193,8 +212,62 @@ fn command(obj: &Map<String, Value>, limits: &ParseLimits) -> Result<Command, Fr
             },
         },
         "ping" => Command::Ping,
+        "notifications" => Command::Notifications {
+            limit: match obj.get("limit") {
+                None | Some(Value::Null) => DEFAULT_HISTORY_LIMIT,
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(l) if (1..=MAX_HISTORY_LIMIT as u64).contains(&l) => l as usize,
+                    _ => {
+                        return Err(FrameError::invalid(
+                            "limit must be an integer from 1 to 100",
+                        ))
+                    }
+                },
+                Some(_) => {
+                    return Err(FrameError::invalid(
+                        "limit must be an integer from 1 to 100",
+                    ))
+                }
+            },
+            before: match opt_str(obj, "before")? {
+                Some(b) if valid_notification_id(b) => Some(b.to_owned()),
+                Some(_) => return Err(FrameError::invalid("before must be a notification id")),
+                None => None,
+            },
+            unread_only: match obj.get("unread_only") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(FrameError::invalid("unread_only must be a boolean")),
+            },
+        },
+        "mark_read" => Command::MarkRead {
+            ids: match (obj.get("ids"), obj.get("all")) {
+                (Some(Value::Array(ids)), None | Some(Value::Null) | Some(Value::Bool(false))) => {
+                    if ids.is_empty() || ids.len() > MAX_MARK_READ_IDS {
+                        return Err(FrameError::invalid(
+                            "ids must list 1 to 1000 notification ids",
+                        ));
+                    }
+                    let mut out = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        match id {
+                            Value::String(s) if valid_notification_id(s) => out.push(s.clone()),
+                            _ => return Err(FrameError::invalid("ids must be notification ids")),
+                        }
+                    }
+                    Some(out)
+                }
+                (None | Some(Value::Null), Some(Value::Bool(true))) => None,
+                _ => return Err(FrameError::invalid("give either ids:[…] or all:true")),
+            },
+        },
         _ => return Err(FrameError::new(ErrorCode::UnknownType, "unknown type")),
     })
+}
+
+/// A notification id: 1–64 characters of `[A-Za-z0-9-]` (the server makes UUIDs).
+pub fn valid_notification_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 fn req_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, FrameError> {
@@ -322,6 +395,40 @@ mod tests {
             }
         );
         assert_eq!(ok(json!({"type":"ping"})).command, Command::Ping);
+        assert_eq!(
+            ok(json!({"type":"notifications","unread_only":true,"limit":5})).command,
+            Command::Notifications {
+                limit: 5,
+                before: None,
+                unread_only: true
+            }
+        );
+        assert_eq!(
+            ok(json!({"type":"mark_read","ids":["a-1","b"]})).command,
+            Command::MarkRead {
+                ids: Some(vec!["a-1".into(), "b".into()])
+            }
+        );
+        assert_eq!(
+            ok(json!({"type":"mark_read","all":true})).command,
+            Command::MarkRead { ids: None }
+        );
+        for bad in [
+            json!({"type":"mark_read"}),
+            json!({"type":"mark_read","ids":[]}),
+            json!({"type":"mark_read","ids":[5]}),
+            json!({"type":"mark_read","ids":["x"],"all":true}),
+            json!({"type":"mark_read","all":"yes"}),
+            json!({"type":"notifications","limit":0}),
+            json!({"type":"notifications","before":"a b"}),
+            json!({"type":"notifications","unread_only":1}),
+        ] {
+            assert_eq!(
+                parse(&bad.to_string(), &LIMITS).unwrap_err().code,
+                ErrorCode::InvalidField,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

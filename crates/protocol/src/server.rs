@@ -48,6 +48,34 @@ pub struct Restore {
     pub rooms: Vec<RestoreRoom>,
 }
 
+/// A stored notification, as clients and the HTTP API see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Unique id (a UUIDv7: ids sort by creation time).
+    pub id: String,
+    /// Whose it is.
+    pub user_id: String,
+    /// `info`, `success`, `warning` or `error`.
+    pub kind: String,
+    /// Short title.
+    pub title: String,
+    /// Text.
+    pub body: String,
+    /// Where a click leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_url: Option<String>,
+    /// Arbitrary JSON for the application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// Creation time, RFC 3339 UTC.
+    pub ts: String,
+    /// Whether it was marked read.
+    pub read: bool,
+}
+
+/// The kinds a notification may have.
+pub const NOTIFICATION_KINDS: [&str; 4] = ["info", "success", "warning", "error"];
+
 /// A frame the server sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -139,6 +167,27 @@ pub enum ServerFrame {
     },
     /// A back end broadcast to every connection.
     Broadcast { data: Value, ts: String },
+    /// A new notification for this user, with the user's unread count after it.
+    Notification {
+        notification: Notification,
+        unread: u64,
+    },
+    /// Answer to `notifications`: newest first.
+    Notifications {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+        items: Vec<Notification>,
+        unread: u64,
+    },
+    /// Answer to `mark_read`: the ids that changed, and the unread count.
+    MarkedRead {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+        ids: Vec<String>,
+        unread: u64,
+    },
+    /// Another session of this user marked notifications read.
+    NotificationsRead { ids: Vec<String>, unread: u64 },
     /// A frame could not be served.
     Error {
         code: ErrorCode,
@@ -271,6 +320,21 @@ pub fn frame_id(frame: &str) -> Option<MessageId> {
     rest.split_once('"')?.0.parse().ok()
 }
 
+/// The room and id of a stored frame (`message` or `publish` into a room), read off
+/// its prefix: `{"type":K,"id":ID,"room":R,…}` as [`splice`] builds it.
+pub fn stored_room_id(frame: &str) -> Option<(&str, MessageId)> {
+    let t = frame_type(frame)?;
+    if t != "message" && t != "publish" {
+        return None;
+    }
+    let rest = frame.get(r#"{"type":""#.len() + t.len()..)?;
+    let rest = rest.strip_prefix(r#"","id":""#)?;
+    let (id, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix(r#","room":""#)?;
+    let (room, _) = rest.split_once('"')?;
+    Some((room, id.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +357,14 @@ mod tests {
         );
         assert_eq!(frame_type(&frame), Some("message"));
         assert_eq!(frame_id(&frame), Some(MessageId::new(17, 3)));
+        assert_eq!(
+            stored_room_id(&frame),
+            Some(("lobby", MessageId::new(17, 3)))
+        );
+        assert_eq!(
+            stored_room_id(r#"{"type":"direct","id":"1-0","room":"x"}"#),
+            None
+        );
         // And it decodes as the typed frame a client uses.
         assert!(matches!(
             serde_json::from_str::<ServerFrame>(&frame).unwrap(),
