@@ -16,11 +16,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build (the end-to-end tests run the real wsgate binary)"
 cargo build --workspace --all-targets --locked
 
-step "services the tests start themselves: redis-server"
-if ! command -v redis-server >/dev/null 2>&1; then
+step "services the tests start themselves: redis-server, nginx"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+export PATH="$PATH:/usr/sbin"
 # The package may start a system instance where an init system exists; the tests never
 # use it (each starts its own on a free port).
 

@@ -65,6 +65,10 @@ pub struct Config {
     #[arg(long, env = "WSGATE_SESSION_STATE_TTL", default_value = "600s", value_parser = humantime::parse_duration)]
     pub session_state_ttl: std::time::Duration,
 
+    /// Proxies (IPs or CIDRs, comma list) whose `X-Real-IP`/`X-Forwarded-For` name the client.
+    #[arg(long, env = "WSGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::proxy::Net>,
+
     /// Origins allowed on `/ws` and `/events` (comma list); absent: any.
     #[arg(long, env = "WSGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,

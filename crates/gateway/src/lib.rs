@@ -10,6 +10,7 @@
 //! - [`api`]: the back-end HTTP API (publish, notifications); [`sse`]: Server-Sent
 //!   Events for one-way consumers.
 //! - [`upgrade`]: the `/ws` handshake and the `WebSocketConfig`.
+//! - [`proxy`]: the client address behind trusted proxies.
 //! - [`auth`]: identities from HS256 tokens or development query parameters.
 //! - [`session`]: one connection's reader loop and the commands it serves;
 //!   [`writer`]: its writer task; [`handle`]: what others hold of it.
@@ -25,6 +26,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod node;
+pub mod proxy;
 pub mod ratelimit;
 pub mod server;
 pub mod session;

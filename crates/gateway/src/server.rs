@@ -138,7 +138,11 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| crate::http::route(node.clone(), req));
+            let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                // The TCP peer, for the client address behind trusted proxies.
+                req.extensions_mut().insert(peer);
+                crate::http::route(node.clone(), req)
+            });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -40,8 +40,13 @@ pub fn now_ts() -> String {
 }
 
 /// Serves one upgraded WebSocket until it ends, then cleans up after it.
-pub async fn run<S>(node: Arc<Node>, ws: S, identity: Identity, slot: Slot)
-where
+pub async fn run<S>(
+    node: Arc<Node>,
+    ws: S,
+    identity: Identity,
+    slot: Slot,
+    client: Option<std::net::IpAddr>,
+) where
     S: Stream<Item = Result<Message, WsError>>
         + Sink<Message, Error = WsError>
         + Unpin
@@ -83,7 +88,7 @@ where
                 max_content_bytes: node.config.max_message_bytes,
             },
         };
-        tracing::debug!("session open");
+        tracing::debug!(client = ?client, "session open");
         session.start().await;
         let writer = node.tracker.spawn(
             run_writer(

@@ -179,6 +179,9 @@ where
         return res;
     };
 
+    let client = req.extensions().get::<std::net::SocketAddr>().map(|peer| {
+        crate::proxy::client_ip(peer.ip(), req.headers(), &node.config.trusted_proxies)
+    });
     let accept = derive_accept_key(&key);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_node = node.clone();
@@ -192,7 +195,7 @@ where
                     Some(config),
                 )
                 .await;
-                crate::session::run(task_node, ws, identity, slot).await;
+                crate::session::run(task_node, ws, identity, slot, client).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

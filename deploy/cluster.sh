@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# A wsgate cluster on this machine, without Docker: redis-server, N gateway nodes and
+# nginx in front of them, all on 127.0.0.1.
+#
+#   deploy/cluster.sh up [N]      start Redis, N nodes (default 3) and nginx; wait until ready
+#   deploy/cluster.sh status      each process, its port and readiness
+#   deploy/cluster.sh scale N     add nodes, or drain the highest ones (SIGTERM: 1001 to
+#                                 their clients, who come back through nginx); nginx is
+#                                 reloaded without dropping connections to the others
+#   deploy/cluster.sh down        drain every node, stop nginx and Redis
+#
+# Ports: nginx on CLUSTER_PORT (default 8080), Redis on CLUSTER_PORT+1, node i on
+# CLUSTER_PORT+1+i. Pid files, logs and the generated nginx config live in CLUSTER_DIR
+# (default target/cluster). WSGATE_BIN names the binary (default: a release build,
+# made when missing); WSGATE_NODE_ARGS adds flags to every node (e.g. a heartbeat).
+# redis-server and nginx are installed with apt-get when missing.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+port=${CLUSTER_PORT:-8080}
+run=${CLUSTER_DIR:-$root/target/cluster}
+bin=${WSGATE_BIN:-$root/target/release/wsgate}
+redis_port=$((port + 1))
+node_args=${WSGATE_NODE_ARGS:-}
+wait_s=${CLUSTER_WAIT_S:-60}
+
+log() { printf 'cluster: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+node_port() { echo $((port + 1 + $1)); }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+need_tools() {
+    local missing=()
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    export PATH="$PATH:/usr/sbin"
+}
+
+need_binary() {
+    if [ ! -x "$bin" ]; then
+        log "building wsgate (release)"
+        (cd "$root" && cargo build --release -p wsgate-gateway --bin wsgate)
+    fi
+}
+
+# Readiness of a node: /readyz answers 200.
+ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/readyz" 2>/dev/null; }
+
+# Waits until node i answers /readyz; fails at once if it exited.
+wait_ready() {
+    local i=$1 p deadline=$((SECONDS + wait_s))
+    p=$(node_port "$i")
+    until ready "$p"; do
+        if ! alive "$run/gw-$i.pid"; then
+            tail -n 5 "$run/gw-$i.log" >&2 || true
+            die "gw-$i exited (log: $run/gw-$i.log)"
+        fi
+        [ $SECONDS -lt $deadline ] || die "gw-$i (port $p) not ready after ${wait_s}s (log: $run/gw-$i.log)"
+        sleep 0.2
+    done
+}
+
+# The node ids in service, one per line (the file nginx's upstream is made from).
+nodes() { [ -f "$run/nodes" ] && cat "$run/nodes" || true; }
+
+start_redis() {
+    if alive "$run/redis.pid"; then return; fi
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+        --daemonize yes --pidfile "$run/redis.pid" --logfile "$run/redis.log" --dir "$run" >/dev/null
+    local deadline=$((SECONDS + wait_s))
+    until [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ]; do
+        [ $SECONDS -lt $deadline ] || die "redis-server did not start (see $run/redis.log)"
+        sleep 0.1
+    done
+}
+
+start_node() {
+    local i=$1 p
+    p=$(node_port "$i")
+    if alive "$run/gw-$i.pid"; then return; fi
+    # shellcheck disable=SC2086 # WSGATE_NODE_ARGS is a list of flags
+    setsid "$bin" --listen "127.0.0.1:$p" --node-id "gw-$i" \
+        --redis-url "redis://127.0.0.1:$redis_port" --trusted-proxies 127.0.0.1 \
+        --log-format json $node_args >>"$run/gw-$i.log" 2>&1 </dev/null &
+    echo $! >"$run/gw-$i.pid"
+}
+
+# Drains a node (SIGTERM: its sessions get 1001 after their queued frames) and waits.
+stop_node() {
+    local i=$1 pid deadline
+    if alive "$run/gw-$i.pid"; then
+        pid=$(cat "$run/gw-$i.pid")
+        kill -TERM "$pid"
+        deadline=$((SECONDS + 30))
+        while kill -0 "$pid" 2>/dev/null; do
+            if [ $SECONDS -ge $deadline ]; then
+                log "gw-$i did not drain in 30 s; killing it"
+                kill -KILL "$pid" 2>/dev/null || true
+                break
+            fi
+            sleep 0.1
+        done
+    fi
+    rm -f "$run/gw-$i.pid"
+}
+
+# nginx's config: the shipped nginx/nginx.conf with this cluster's upstream servers,
+# listen address, pid and log files.
+gen_nginx() {
+    local servers="" i
+    for i in $(nodes); do
+        servers+="        server 127.0.0.1:$(node_port "$i") max_fails=1 fail_timeout=5s;\n"
+    done
+    [ -n "$servers" ] || servers="        server 127.0.0.1:1 down;\n"
+    sed -e "s#^\( *\)server gateway:8080.*#${servers%\\n}#" \
+        -e "s#listen 8080;#listen 127.0.0.1:$port;#" \
+        -e "/listen \[::\]:8080;/d" \
+        -e "s#^pid .*#pid $run/nginx.pid;#" \
+        -e "s#^error_log .*#error_log $run/nginx.error.log warn;#" \
+        "$root/nginx/nginx.conf" >"$run/nginx.conf.new"
+    nginx -t -q -p "$run/" -c "$run/nginx.conf.new" || die "the generated nginx config is invalid"
+    mv "$run/nginx.conf.new" "$run/nginx.conf"
+}
+
+start_or_reload_nginx() {
+    if alive "$run/nginx.pid"; then
+        # Old workers keep serving their connections (WebSockets included) until those
+        # close; new connections go by the new upstream list.
+        nginx -p "$run/" -c "$run/nginx.conf" -s reload
+    else
+        nginx -p "$run/" -c "$run/nginx.conf"
+        local deadline=$((SECONDS + wait_s))
+        until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/healthz" 2>/dev/null; do
+            [ $SECONDS -lt $deadline ] || die "nginx did not come up on port $port"
+            sleep 0.1
+        done
+    fi
+}
+
+cmd_up() {
+    local n=${1:-3} i
+    [[ $n =~ ^[1-9][0-9]*$ ]] || die "up: N must be a positive number"
+    mkdir -p "$run"
+    need_tools
+    need_binary
+    start_redis
+    : >"$run/nodes"
+    for i in $(seq 1 "$n"); do
+        start_node "$i"
+        echo "$i" >>"$run/nodes"
+    done
+    for i in $(seq 1 "$n"); do wait_ready "$i"; done
+    gen_nginx
+    start_or_reload_nginx
+    log "up: nginx on 127.0.0.1:$port, $n nodes, redis on $redis_port (state in $run)"
+    cmd_status
+}
+
+cmd_status() {
+    local i p state
+    printf '%-8s %-8s %-6s %s\n' process pid port state
+    if alive "$run/nginx.pid"; then state=running; else state=stopped; fi
+    printf '%-8s %-8s %-6s %s\n' nginx "$(cat "$run/nginx.pid" 2>/dev/null || echo -)" "$port" "$state"
+    if alive "$run/redis.pid"; then state=running; else state=stopped; fi
+    printf '%-8s %-8s %-6s %s\n' redis "$(cat "$run/redis.pid" 2>/dev/null || echo -)" "$redis_port" "$state"
+    for i in $(nodes); do
+        p=$(node_port "$i")
+        if ! alive "$run/gw-$i.pid"; then state=dead
+        elif ready "$p"; then state=ready
+        else state=not-ready; fi
+        printf '%-8s %-8s %-6s %s\n' "gw-$i" "$(cat "$run/gw-$i.pid" 2>/dev/null || echo -)" "$p" "$state"
+    done
+}
+
+cmd_scale() {
+    local n=${1:-} cur i
+    [[ $n =~ ^[1-9][0-9]*$ ]] || die "scale: N must be a positive number"
+    [ -f "$run/nodes" ] || die "no cluster in $run: run 'up' first"
+    cur=$(nodes | wc -l)
+    if [ "$n" -gt "$cur" ]; then
+        for i in $(seq $((cur + 1)) "$n"); do start_node "$i"; done
+        for i in $(seq $((cur + 1)) "$n"); do wait_ready "$i"; done
+        seq 1 "$n" >"$run/nodes"
+        gen_nginx
+        start_or_reload_nginx
+    elif [ "$n" -lt "$cur" ]; then
+        # First take the nodes out of nginx, so no new client is sent there, then
+        # drain them: their clients get 1001 and reconnect through nginx.
+        seq 1 "$n" >"$run/nodes"
+        gen_nginx
+        start_or_reload_nginx
+        for i in $(seq $((n + 1)) "$cur"); do stop_node "$i"; done
+    fi
+    log "scale: $n nodes"
+    cmd_status
+}
+
+cmd_down() {
+    local i deadline pid
+    for i in $(nodes); do stop_node "$i"; done
+    : >"$run/nodes"
+    if alive "$run/nginx.pid"; then
+        pid=$(cat "$run/nginx.pid")
+        nginx -p "$run/" -c "$run/nginx.conf" -s quit || kill -TERM "$pid"
+        deadline=$((SECONDS + 10))
+        while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    if alive "$run/redis.pid"; then
+        pid=$(cat "$run/redis.pid")
+        kill -TERM "$pid"
+        deadline=$((SECONDS + 10))
+        while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$run"/*.pid
+    log "down"
+}
+
+case "${1:-}" in
+    up) shift; cmd_up "$@" ;;
+    status) cmd_status ;;
+    scale) shift; cmd_scale "$@" ;;
+    down) cmd_down ;;
+    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
