@@ -90,6 +90,9 @@ pub async fn run<S>(
         };
         tracing::debug!(client = ?client, "session open");
         session.start().await;
+        // Subscribed to the user's channel before the writer starts: once the client
+        // has read `welcome`, a direct message or notification to it cannot be missed.
+        session.ensure_user_channel().await;
         let writer = node.tracker.spawn(
             run_writer(
                 sink,
@@ -105,7 +108,6 @@ pub async fn run<S>(
             )
             .in_current_span(),
         );
-        session.ensure_user_channel().await;
         let mut stream = stream;
         session.read_loop(&mut stream, &last_seen, epoch).await;
         tracing::debug!("reader done");
