@@ -47,5 +47,8 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "the Docker Compose cluster, for real (starts and stops its own Docker engine)"
+tests/docker/compose_test.sh
+
 step "end-to-end tests with Python websockets"
 WSGATE_BIN="$root/target/debug/wsgate" "$venv/bin/python" -m pytest tests/python -q

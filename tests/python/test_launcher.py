@@ -299,3 +299,51 @@ def test_scaling_up_and_down_loses_nothing(cluster):
             assert r.nodes[-1] != "gw-4"
 
     run(body, timeout=180)
+
+
+def test_an_sse_stream_resumes_through_nginx_after_its_node_is_killed(cluster):
+    from backend_harness import SseStream
+
+    c = cluster(3, "--heartbeat-ms 2000 --rate-limit 1000")
+
+    class Door:  # what SseStream needs of a gateway: its address (here: nginx)
+        addr = f"127.0.0.1:{c.port}"
+
+    async def opening(stream: SseStream) -> None:
+        # nginx consumes the gateway's X-Accel-Buffering header (it is meant for
+        # nginx), so the opening is checked here without it.
+        assert stream.status == 200
+        assert stream.headers["content-type"] == "text/event-stream"
+        assert (await stream.next_block()).fields == {"retry": "3000"}
+        assert set((await stream.next_block()).fields) == {"id"}
+
+    async def body():
+        # Host clients all come from 127.0.0.1: this WebSocket shows the SSE's node.
+        probe, w = await connect(c.url("user_id=probe"))
+        node = w["node_id"]
+        await probe.close()
+        other = next(i for i in (1, 2, 3) if f"gw-{i}" != node)
+        sse = await SseStream.open(Door, "rooms=feed&user_id=ticker")
+        await opening(sse)
+        first = await publish(c, other, "feed", 10)
+        got = await sse.events(10)
+        assert [b.data["id"] for b in got] == first
+        cursor = got[-1].id
+        await sse.close()
+        os.kill(c.pid(node), 9)
+        missed = await publish(c, other, "feed", 10)
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while True:
+            again = await SseStream.open(Door, "rooms=feed&user_id=ticker", {"Last-Event-ID": cursor})
+            if again.status == 200:
+                break
+            await again.close()
+            assert asyncio.get_running_loop().time() < deadline, "no node took the stream back"
+            await asyncio.sleep(0.2)
+        await opening(again)
+        resumed = await again.events(10)
+        assert [b.event for b in resumed] == ["message"] * 10
+        assert [b.data["id"] for b in resumed] == missed, "exactly the missed events, in order"
+        await again.close()
+
+    run(body, timeout=120)

@@ -172,6 +172,14 @@ impl Config {
                 return Err("--redis-url must be a redis:// URL".into());
             }
         }
+        if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
+            return Err(
+                "--jwt-secret must not be empty (leave it unset for development mode)".into(),
+            );
+        }
+        if self.api_key.as_deref().is_some_and(str::is_empty) {
+            return Err("--api-key must not be empty (leave it unset to disable the API)".into());
+        }
         if self.notifications_len == 0 {
             return Err("--notifications-len must be at least 1".into());
         }
