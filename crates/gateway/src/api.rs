@@ -159,15 +159,11 @@ fn method_is(req_method: &Method, want: Method) -> Result<(), Refusal> {
     if *req_method == want {
         return Ok(());
     }
-    let mut res = error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+    let allow = if want == Method::POST { "POST" } else { "GET" };
+    Err(Box::new(crate::http::method_not_allowed(
+        allow,
         &format!("use {want}"),
-    );
-    if let Ok(v) = HeaderValue::from_str(want.as_str()) {
-        res.headers_mut().insert(header::ALLOW, v);
-    }
-    Err(Box::new(res))
+    )))
 }
 
 /// `POST /api/publish`: exactly one of `room`, `user_id`, `broadcast:true`, with `data`.
@@ -369,21 +365,8 @@ async fn list_inner<B>(
     if !names::valid_user_id(user) {
         return Err(invalid("the user id must be 1-128 bytes"));
     }
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let param = |k: &str| {
-        query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let query = crate::http::Query::of(req.uri());
+    let param = |k: &str| query.get(k);
     let limit = match param("limit") {
         None => DEFAULT_HISTORY_LIMIT,
         Some(l) => match l.parse::<usize>() {

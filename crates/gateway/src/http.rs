@@ -20,6 +20,49 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
+/// A request's decoded query parameters.
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// Decodes the query of `uri` (none: empty).
+    pub fn of(uri: &http::Uri) -> Self {
+        Query(
+            uri.query()
+                .map(|q| {
+                    url::form_urlencoded::parse(q.as_bytes())
+                        .into_owned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every pair, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+/// 405 with `Allow`.
+pub fn method_not_allowed(allow: &'static str, message: &str) -> Response<Body> {
+    let mut res = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut res = Response::new(full(value.to_string()));
@@ -70,20 +113,7 @@ where
         return Ok(res);
     }
     let path = path.as_str();
-    let get_only = |allowed: bool| {
-        if allowed {
-            None
-        } else {
-            let mut res = error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET",
-            );
-            res.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET"));
-            Some(res)
-        }
-    };
+    let get_only = |allowed: bool| (!allowed).then(|| method_not_allowed("GET", "use GET"));
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
     let res = match path {
         "/ws" => return Ok(crate::upgrade::upgrade(&node, req)),

@@ -65,14 +65,7 @@ pub fn format_cursor(cursor: &[(String, MessageId)]) -> String {
 /// `GET /events`.
 pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
     if req.method() != Method::GET {
-        let mut res = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-        );
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
-        return res;
+        return crate::http::method_not_allowed("GET", "use GET");
     }
     let headers = req.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -83,25 +76,12 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
             "this origin is not allowed",
         );
     }
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let param = |k: &str| {
-        query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let query = crate::http::Query::of(req.uri());
+    let param = |k: &str| query.get(k);
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let identity = match node.auth.authenticate(&query, authorization) {
+    let identity = match node.auth.authenticate(query.pairs(), authorization) {
         Ok(i) => i,
         Err(AuthError::BadParameter(m)) => {
             return error_response(StatusCode::BAD_REQUEST, "invalid_field", m)

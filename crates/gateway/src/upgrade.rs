@@ -144,19 +144,11 @@ where
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return res;
     }
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = crate::http::Query::of(req.uri());
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let identity = match node.auth.authenticate(&query, authorization) {
+    let identity = match node.auth.authenticate(query.pairs(), authorization) {
         Ok(i) => i,
         Err(AuthError::BadParameter(m)) => {
             return refuse(StatusCode::BAD_REQUEST, "invalid_field", m)
