@@ -69,8 +69,14 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `wsgate --listen 127.0.0.1:0 ARGS…` and waits until it listens.
     pub fn start(args: &[&str]) -> Gateway {
+        Gateway::start_at("127.0.0.1:0", args)
+    }
+
+    /// Starts `wsgate --listen LISTEN ARGS…` (a fixed address: to restart a node where
+    /// its clients will look for it).
+    pub fn start_at(listen: &str, args: &[&str]) -> Gateway {
         let mut child = Command::new(binary())
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--listen", listen, "--log-format", "json"])
             .args(args)
             .env(
                 "WSGATE_LOG",

@@ -6,8 +6,12 @@
 //!   [`ServerFrame`]s), see how the server closed it.
 //! - [`Error`]: what can go wrong.
 //!
-//! Reconnection with backoff, the offline queue and resume build on this (see the
-//! clients issue); the tests and the benchmark use it as it is.
+//! - [`reconnect`]: [`reconnect::Reconnecting`], a client that stays connected
+//!   (backoff with full jitter, offline queue, resume with `since` and `epoch`,
+//!   application pings), and the pure pieces it is made of.
+//! - `wsgate-cli` (src/bin): the command line for people.
+
+pub mod reconnect;
 
 use std::time::Duration;
 

@@ -138,14 +138,20 @@ where
             );
             res
         }),
-        "/" => get_only(is_get).unwrap_or_else(|| {
-            let mut res = Response::new(full(INDEX_HTML));
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            res
-        }),
+        "/" | "/index.html" => {
+            static_file(get_only(is_get), INDEX_HTML, "text/html; charset=utf-8")
+        }
+        "/feed" => static_file(get_only(is_get), FEED_HTML, "text/html; charset=utf-8"),
+        "/client.js" => static_file(
+            get_only(is_get),
+            CLIENT_JS,
+            "text/javascript; charset=utf-8",
+        ),
+        "/client.d.ts" => static_file(
+            get_only(is_get),
+            CLIENT_DTS,
+            "application/typescript; charset=utf-8",
+        ),
         _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     };
     Ok(res)
@@ -243,15 +249,23 @@ pub async fn stats(node: &Node) -> serde_json::Value {
     out
 }
 
-const INDEX_HTML: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>wsgate</title></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto">
-<h1>wsgate is running</h1>
-<p>Connect a WebSocket client to <code>/ws?user_id=alice&amp;username=Alice</code>
-(development mode) and send JSON frames such as
-<code>{"type":"join","room":"lobby"}</code> and
-<code>{"type":"message","room":"lobby","content":"hello"}</code>.</p>
-<p>Health: <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a> ·
-<a href="/api/stats">/api/stats</a> · <a href="/metrics">/metrics</a></p>
-</body></html>
-"#;
+/// The demo chat page, the SSE feed page and the browser client, built into the
+/// binary so that `cargo run` and a browser are all a newcomer needs.
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const FEED_HTML: &str = include_str!("../static/feed.html");
+const CLIENT_JS: &str = include_str!("../static/client.js");
+const CLIENT_DTS: &str = include_str!("../static/client.d.ts");
+
+fn static_file(
+    refused: Option<Response<Body>>,
+    body: &'static str,
+    content_type: &'static str,
+) -> Response<Body> {
+    refused.unwrap_or_else(|| {
+        let mut res = Response::new(full(body));
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        res
+    })
+}

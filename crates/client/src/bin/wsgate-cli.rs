@@ -1,0 +1,196 @@
+//! `wsgate-cli`: talk to a wsgate gateway from the command line.
+//!
+//! ```text
+//! wsgate-cli connect                     print every frame as it comes
+//! wsgate-cli join ROOM                   join and print what the room says
+//! wsgate-cli send ROOM TEXT              send one message, print its id
+//! wsgate-cli tail ROOM [--json]          follow a room (reconnects and resumes)
+//! wsgate-cli direct USER TEXT            send a direct message
+//! ```
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use wsgate_client::reconnect::{Event, Options, Reconnecting};
+use wsgate_client::Client;
+
+#[derive(Parser)]
+#[command(name = "wsgate-cli", version, about = "Talk to a wsgate gateway")]
+struct Cli {
+    /// The gateway's WebSocket URL.
+    #[arg(long, env = "WSGATE_URL", default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// A token (when the gateway requires them).
+    #[arg(long, env = "WSGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Development identity: user id.
+    #[arg(long, default_value = "cli")]
+    user_id: String,
+    /// Development identity: display name.
+    #[arg(long)]
+    username: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect and print every frame.
+    Connect,
+    /// Join a room and print what it says.
+    Join {
+        /// The room.
+        room: String,
+    },
+    /// Send one message to a room and print its id.
+    Send {
+        /// The room.
+        room: String,
+        /// The text.
+        text: String,
+    },
+    /// Follow a room, reconnecting and resuming exactly.
+    Tail {
+        /// The room.
+        room: String,
+        /// One JSON frame per line (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a direct message to every session of a user.
+    Direct {
+        /// The recipient.
+        user: String,
+        /// The text.
+        text: String,
+    },
+}
+
+fn url(cli: &Cli) -> String {
+    let sep = if cli.url.contains('?') { '&' } else { '?' };
+    let mut q = Vec::new();
+    if let Some(t) = &cli.token {
+        q.push(format!("token={t}"));
+    } else {
+        q.push(format!("user_id={}", enc(&cli.user_id)));
+        if let Some(n) = &cli.username {
+            q.push(format!("username={}", enc(n)));
+        }
+    }
+    format!("{}{sep}{}", cli.url, q.join("&"))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn human(f: &Value) -> String {
+    match f["type"].as_str() {
+        Some("message") => format!(
+            "[{}] {}: {}",
+            f["room"].as_str().unwrap_or(""),
+            f["username"].as_str().unwrap_or(""),
+            f["content"].as_str().unwrap_or("")
+        ),
+        Some("direct") => format!(
+            "(direct) {}: {}",
+            f["from"]["username"].as_str().unwrap_or(""),
+            f["content"].as_str().unwrap_or("")
+        ),
+        Some("presence") => format!(
+            "* {} {}s {}",
+            f["user"]["username"].as_str().unwrap_or(""),
+            f["event"].as_str().unwrap_or(""),
+            f["room"].as_str().unwrap_or("")
+        ),
+        _ => f.to_string(),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Sends `frame` with a ref and waits for its `ack` (or error).
+async fn acked(c: &mut Client, frame: Value) -> anyhow::Result<Value> {
+    c.send(&frame).await?;
+    loop {
+        let f = c.recv(WAIT).await?;
+        match f["type"].as_str() {
+            Some("ack") if f["ref"] == "cli" => return Ok(f),
+            Some("error") if f["ref"] == "cli" => bail!("{}: {}", f["code"], f["message"]),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let url = url(&cli);
+    match &cli.command {
+        Command::Connect | Command::Join { .. } => {
+            let mut c = Client::connect(&url).await.context("connect")?;
+            if let Command::Join { room } = &cli.command {
+                c.send(&json!({"type":"join","room":room})).await?;
+            }
+            loop {
+                match c.recv(Duration::from_secs(3600)).await {
+                    Ok(f) => println!("{f}"),
+                    Err(wsgate_client::Error::Timeout) => continue,
+                    Err(e) => bail!("{e}"),
+                }
+            }
+        }
+        Command::Send { room, text } => {
+            let mut c = Client::connect(&url).await.context("connect")?;
+            c.send(&json!({"type":"join","room":room})).await?;
+            c.recv_type("joined", WAIT).await?;
+            let ack = acked(
+                &mut c,
+                json!({"type":"message","room":room,"content":text,"ref":"cli"}),
+            )
+            .await?;
+            println!("{}", ack["id"].as_str().unwrap_or_default());
+            let _ = c.close().await;
+        }
+        Command::Direct { user, text } => {
+            let mut c = Client::connect(&url).await.context("connect")?;
+            let ack = acked(
+                &mut c,
+                json!({"type":"direct","to":user,"content":text,"ref":"cli"}),
+            )
+            .await?;
+            println!("{}", ack["id"].as_str().unwrap_or_default());
+            let _ = c.close().await;
+        }
+        Command::Tail { room, json } => {
+            let mut c = Reconnecting::start(&url, Options::default());
+            c.send(json!({"type":"join","room":room}))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            while let Some(ev) = c.next().await {
+                match ev {
+                    Event::Frame(f) if f["type"] == "message" || f["type"] == "publish" => {
+                        if *json {
+                            println!("{f}");
+                        } else {
+                            println!("{}", human(&f));
+                        }
+                    }
+                    Event::Frame(_) | Event::Open => {}
+                    Event::Reconnecting(d) => eprintln!("wsgate-cli: reconnecting in {d:?}"),
+                    Event::NotRecovered(r) => eprintln!("wsgate-cli: {r}: messages may have been missed (history no longer reaches)"),
+                    Event::Closed(why) => bail!("{why}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
