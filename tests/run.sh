@@ -50,5 +50,8 @@ fi
 step "the Docker Compose cluster, for real (starts and stops its own Docker engine)"
 tests/docker/compose_test.sh
 
+step "client.js (Node's test runner) and the demo pages in headless Chromium"
+WSGATE_BIN="$root/target/debug/wsgate" tests/browser/run.sh
+
 step "end-to-end tests with Python websockets"
 WSGATE_BIN="$root/target/debug/wsgate" "$venv/bin/python" -m pytest tests/python -q

@@ -1,1 +1,174 @@
-// Types of client.js.
+// Types of client.js, the wsgate browser client (protocol version 1).
+// Documentation: docs/clients.md.
+
+export const BACKOFF_BASE_MS: 500;
+export const BACKOFF_CAP_MS: 20000;
+/** min(cap, base * 2^attempt): the ceiling of the delay before attempt `attempt` (0-based). */
+export function backoffCeiling(attempt: number, base?: number, cap?: number): number;
+/** Full jitter: an integer uniformly drawn from [0, backoffCeiling(attempt)). */
+export function backoffDelay(attempt: number, opts?: { base?: number; cap?: number; random?: () => number }): number;
+/** "<ms>-<seq>" → [ms, seq], or null. */
+export function parseId(id: unknown): [number, number] | null;
+/** Numeric comparison of two message ids (<0, 0, >0). */
+export function compareIds(a: string, b: string): number;
+/** What a close means: 'stop' for 1008 after a welcome, 'reconnect' for anything else. */
+export function closeAction(code: number, opened: boolean): 'reconnect' | 'stop';
+export const TERMINAL_CLOSE_CODES: Set<number>;
+
+/** A bounded FIFO; `push` refuses (returns false) the newest item when full. */
+export class OfflineQueue<T = unknown> {
+  constructor(limit?: number);
+  readonly limit: number;
+  readonly size: number;
+  push(item: T): boolean;
+  drain(): T[];
+  remove(pred: (item: T) => boolean): T[];
+}
+
+export interface RoomPosition { lastId: string | null; epoch: string | null; pending: boolean; buffer: RoomFrame[] }
+/** Resume bookkeeping: rooms, last id seen and history epoch. */
+export class ResumeTracker {
+  has(room: string): boolean;
+  list(): string[];
+  get(room: string): RoomPosition | undefined;
+  add(room: string): RoomPosition;
+  restore(room: string, lastId: string | null, epoch: string | null): RoomPosition;
+  remove(room: string): void;
+  joinFrame(room: string): { type: 'join'; room: string; since?: string; epoch?: string };
+  accept(frame: RoomFrame): 'deliver' | 'buffer' | 'duplicate' | 'ignore';
+  joined(frame: Joined): { recovered: boolean; deliver: RoomFrame[]; dropped: RoomFrame[] };
+  disconnected(): void;
+}
+
+export type ErrorCode =
+  | 'bad_json' | 'unknown_type' | 'invalid_field' | 'not_member' | 'forbidden'
+  | 'too_many_rooms' | 'rate_limited' | 'unavailable'
+  // the client's own:
+  | 'queue_full' | 'timeout' | 'disconnected' | 'closed' | 'offline' | 'auth'
+  | 'connect_failed' | 'token';
+
+export class WsgateError extends Error {
+  code: ErrorCode | string;
+  /** The server's `error` frame, when there was one. */
+  frame?: ErrorFrame;
+}
+
+export interface User { user_id: string; username: string }
+export interface Welcome {
+  type: 'welcome'; protocol: number; session_id: string; node_id: string;
+  user_id: string; username: string; heartbeat_ms: number;
+  unread_notifications?: number;
+  restore?: { rooms: { room: string; last_id: string | null; epoch: string }[] };
+}
+export interface Message { type: 'message'; id: string; room: string; user_id: string; username: string; content: string; ts: string }
+export interface Publish { type: 'publish'; id?: string; room?: string; user_id?: string; data: unknown; ts: string }
+export type RoomFrame = Message | Publish;
+export interface Broadcast { type: 'broadcast'; data: unknown; ts: string }
+export interface Presence { type: 'presence'; room: string; event: 'join' | 'leave'; user: User }
+export interface Typing { type: 'typing'; room: string; users: User[] }
+export interface Direct { type: 'direct'; id: string; from: User; content: string; ts: string }
+export interface Joined { type: 'joined'; ref?: string | number; room: string; members: User[]; last_id: string | null; epoch: string; recovered: boolean }
+export interface Left { type: 'left'; room: string }
+export interface Ack { type: 'ack'; ref: string | number; room?: string; id: string }
+export interface History { type: 'history'; room: string; messages: RoomFrame[] }
+export interface Notification {
+  id: string; user_id: string; kind: 'info' | 'success' | 'warning' | 'error';
+  title: string; body: string; action_url?: string; data?: unknown; ts: string; read: boolean;
+}
+export interface NotificationFrame { type: 'notification'; notification: Notification; unread: number }
+export interface Notifications { type: 'notifications'; items: Notification[]; unread: number }
+export interface MarkedRead { type: 'marked_read' | 'notifications_read'; ids: string[]; unread: number }
+export interface ErrorFrame { type: 'error'; code: string; message: string; ref?: string | number }
+
+export type State = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+export interface StateEvent {
+  state: State;
+  /** connecting: reconnect attempts so far. reconnecting: this attempt's number. */
+  attempt?: number;
+  /** reconnecting: the wait before the next attempt (ms) and when it ends (epoch ms). */
+  delay?: number;
+  retryAt?: number;
+  /** reconnecting/closed: the close code that caused it. */
+  code?: number;
+  reason?: string;
+  welcome?: Welcome;
+}
+export interface ResyncEvent {
+  room: string; epoch: string; last_id: string | null;
+  /** Frames replayed before `joined` that were not delivered: reload the room instead. */
+  dropped: RoomFrame[];
+  joined: Joined;
+}
+
+export interface ClientEvents {
+  state: StateEvent;
+  welcome: Welcome;
+  message: Message;
+  publish: Publish;
+  broadcast: Broadcast;
+  presence: Presence;
+  typing: Typing;
+  direct: Direct;
+  joined: Joined;
+  notification: NotificationFrame;
+  notifications: Notifications;
+  marked_read: MarkedRead;
+  notifications_read: MarkedRead;
+  /** `joined` said recovered:false: the room must be reloaded (e.g. with `history`). */
+  resync: ResyncEvent;
+  /** Closed with 1008 (token expired, kicked): the client stopped. */
+  auth: { code: number; reason: string };
+  error: WsgateError;
+  close: { code: number; reason: string; opened: boolean };
+  /** Every frame received, before it is dispatched. */
+  frame: { type: string; [k: string]: unknown };
+}
+
+export interface ClientOptions {
+  /** A JWT, or a function returning one (called before every connection attempt). */
+  token?: string | null | (() => string | Promise<string>);
+  /** Development mode identity (`?user_id=&username=`). */
+  userId?: string | null;
+  username?: string | null;
+  /** A WebSocket constructor (default: globalThis.WebSocket), e.g. the `ws` package under Node. */
+  WebSocket?: unknown;
+  backoffBase?: number;      // 500
+  backoffCap?: number;       // 20000
+  maxAttempts?: number;      // Infinity: reconnect attempts before giving up
+  healthyAfterMs?: number;   // 5000: a connection that lived this long resets the attempts
+  queueLimit?: number;       // 100: frames kept while offline
+  requestTimeoutMs?: number; // 15000
+  pingIntervalMs?: number;   // 20000: idle time before an application ping (0: off)
+  pongTimeoutMs?: number;    // 10000: no frame this long after the ping: reconnect
+  connectTimeoutMs?: number; // 10000: handshake + welcome
+  random?: () => number;
+  autoConnect?: boolean;     // true
+}
+
+export class Client {
+  constructor(url: string, opts?: ClientOptions);
+  readonly state: State;
+  readonly welcome: Welcome | null;
+  /** Unread notifications, kept current from welcome/notification/marked_read/notifications_read. */
+  readonly unread: number;
+  readonly tracker: ResumeTracker;
+  readonly queue: OfflineQueue;
+  on<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
+  once<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
+  off<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): void;
+  connect(): void;
+  close(code?: number, reason?: string): void;
+  reconnectNow(): void;
+  join(room: string): Promise<Joined>;
+  leave(room: string): Promise<Left>;
+  send(room: string, content: string): Promise<Ack>;
+  direct(to: string, content: string): Promise<Ack>;
+  typing(room: string, isTyping?: boolean): boolean;
+  history(room: string, opts?: { before?: string; limit?: number }): Promise<History>;
+  notifications(opts?: { limit?: number; before?: string; unread_only?: boolean }): Promise<Notifications>;
+  markRead(ids: string[] | 'all'): Promise<MarkedRead>;
+  ping(): Promise<{ type: 'pong' }>;
+  restore(rooms?: { room: string; last_id: string | null; epoch: string }[]): Promise<Joined[]>;
+  request<T = unknown>(frame: { type: string; [k: string]: unknown }, opts?: { queue?: boolean }): Promise<T>;
+}
+export default Client;

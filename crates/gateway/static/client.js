@@ -243,7 +243,8 @@ export class Client {
     this.timers = { retry: null, heartbeat: null, pong: null, connect: null };
     this.retryAt = 0;
     this.stopped = false;
-    if (this.opts.autoConnect) this.connect();
+    // Deferred, so that listeners added right after `new Client()` see 'connecting'.
+    if (this.opts.autoConnect) queueMicrotask(() => { if (this.state === 'idle') this.connect(); });
   }
 
   // ---- events ----------------------------------------------------------------------
@@ -460,12 +461,15 @@ export class Client {
     this.emit('frame', frame);
     const t = frame.type;
     if (t === 'welcome') { this.onWelcome(frame); return; }
+    if ((t === 'notification' || t === 'notifications' || t === 'marked_read' || t === 'notifications_read')
+        && typeof frame.unread === 'number') this.unread = frame.unread;
     if (frame.ref !== undefined && frame.ref !== null && this.pending.has(String(frame.ref)) && ANSWERS.has(t)) {
       const p = this.pending.get(String(frame.ref));
       this.pending.delete(String(frame.ref));
       clearTimeout(p.timer);
       if (t === 'error') p.reject(new WsgateError(frame.code, frame.message, frame));
       else p.resolve(frame);
+      if (t === 'marked_read' || t === 'notifications') this.emit(t, frame);
       if (t !== 'joined' && t !== 'error') return;
     }
     switch (t) {
@@ -476,16 +480,6 @@ export class Client {
           const verdict = this.tracker.accept(frame);
           if (verdict === 'deliver' || verdict === 'ignore') this.emit(t, frame);
         } else this.emit(t, frame);
-        break;
-      case 'notification':
-        if (typeof frame.unread === 'number') this.unread = frame.unread;
-        this.emit(t, frame);
-        break;
-      case 'notifications_read':
-      case 'marked_read':
-      case 'notifications':
-        if (typeof frame.unread === 'number') this.unread = frame.unread;
-        this.emit(t, frame);
         break;
       case 'error': {
         const ref = frame.ref;

@@ -1,0 +1,137 @@
+// A real browser (headless Chromium through playwright-core) against real gateways:
+// two chat pages talk, type and see each other; the first page's gateway is restarted
+// (SIGTERM, then again on the same port) while the other page sends; the first page
+// reconnects by itself and shows every missed message once; /feed (EventSource)
+// survives the same restart and shows every event once.
+//
+// Two gateways share one redis-server, so history survives the restart and the other
+// page stays connected (through the second gateway) while the first one is down.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startGateway, startRedis, postJson, requireDep, ROOT } from '../js/helpers.mjs';
+
+const { chromium } = requireDep('playwright-core');
+const SHOTS = path.join(ROOT, 'target', 'screenshots');
+const WAIT = 20000;
+
+const cleanups = [];
+after(async () => { for (const c of cleanups.reverse()) { try { await c(); } catch { /* best effort */ } } });
+
+async function launch() {
+  const profile = mkdtempSync(path.join(tmpdir(), 'wsgate-chromium-'));
+  cleanups.push(() => rmSync(profile, { recursive: true, force: true }));
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1100, height: 700 },
+    timeout: 60000,
+  });
+  cleanups.push(() => ctx.close());
+  return ctx;
+}
+
+const texts = (page) => page.$$eval('#messages .msg .content', (els) => els.map((e) => e.textContent));
+const state = (page) => page.$eval('#status', (e) => e.dataset.state);
+const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
+
+test('two chat pages, a gateway restart, and the SSE feed', { timeout: 150000 }, async () => {
+  const pages = {};
+  try { await scenario(pages); } catch (e) {
+    // keep what the pages looked like when it failed
+    for (const [name, p] of Object.entries(pages)) { try { await shot(p, `failed-${name}`); } catch { /* closed */ } }
+    throw e;
+  }
+});
+
+async function scenario(pages) {
+  mkdirSync(SHOTS, { recursive: true });
+  const redis = await startRedis();
+  cleanups.push(() => redis.stop());
+  let g1 = await startGateway({ redisUrl: redis.url });
+  const g2 = await startGateway({ redisUrl: redis.url });
+  cleanups.push(() => g1.stop(), () => g2.stop());
+
+  const ctx = await launch();
+  const errors = [];
+  const a = await ctx.newPage();
+  const b = await ctx.newPage();
+  const feed = await ctx.newPage();
+  Object.assign(pages, { alice: a, bob: b, feed });
+  for (const p of [a, b, feed]) p.on('pageerror', (e) => errors.push(String(e)));
+
+  await a.goto(`${g1.http}/?name=Alice&rooms=lobby`);
+  await b.goto(`${g2.http}/?name=Bob&rooms=lobby`);
+  await feed.goto(`${g1.http}/feed?room=lobby`);
+  for (const p of [a, b]) {
+    await p.waitForSelector('#status[data-state=open]', { timeout: WAIT });
+    // each sees both in the member list
+    await p.waitForFunction(() => ['alice', 'bob'].every((u) => document.querySelector(`#members li[data-user="${u}"]`)), null, { timeout: WAIT });
+  }
+  await feed.waitForSelector('#status[data-state=open]', { timeout: WAIT });
+
+  // typing indicator
+  await b.fill('#text', 'hel');
+  await b.type('#text', 'lo');
+  await a.waitForFunction(() => document.querySelector('#typing').textContent.includes('Bob is typing'), null, { timeout: WAIT });
+
+  // exchange messages
+  await a.fill('#text', 'Hi Bob, how are you?');
+  await a.press('#text', 'Enter');
+  await b.waitForFunction(() => [...document.querySelectorAll('#messages .content')].some((e) => e.textContent === 'Hi Bob, how are you?'), null, { timeout: WAIT });
+  await b.fill('#text', 'Great, thanks Alice!');
+  await b.press('#text', 'Enter');
+  await a.waitForFunction(() => [...document.querySelectorAll('#messages .content')].some((e) => e.textContent === 'Great, thanks Alice!'), null, { timeout: WAIT });
+  await a.waitForFunction(() => document.querySelector('#typing').textContent === '', null, { timeout: WAIT });
+  assert.deepEqual(await texts(a), ['Hi Bob, how are you?', 'Great, thanks Alice!']);
+  await shot(a, '1-alice-chat');
+  await shot(b, '1-bob-chat');
+
+  // the notification bell
+  await postJson(g2.http, '/api/notifications', { user_id: 'alice', kind: 'success', title: 'Welcome!', body: 'Your account is ready.' });
+  await a.waitForFunction(() => !document.querySelector('#badge').hidden && document.querySelector('#badge').textContent === '1', null, { timeout: WAIT });
+  await a.click('#bell');
+  await a.waitForSelector('#notif-list li.unread', { timeout: WAIT });
+  await shot(a, '2-alice-notifications');
+  await a.click('#notif-list li.unread');
+  await a.waitForFunction(() => document.querySelector('#badge').hidden, null, { timeout: WAIT });
+  await a.click('#bell');
+
+  // restart Alice's gateway while Bob (on the other gateway) keeps talking
+  await g1.stop('SIGTERM');
+  await a.waitForSelector('#status[data-state=reconnecting]', { timeout: WAIT });
+  const missed = ['missed one', 'missed two', 'missed three'];
+  for (const m of missed) {
+    await b.fill('#text', m);
+    await b.press('#text', 'Enter');
+    await b.waitForFunction((m) => [...document.querySelectorAll('#messages .msg:not(.pending) .content')].some((e) => e.textContent === m), m, { timeout: WAIT });
+  }
+  await a.waitForSelector('#status[data-state=reconnecting]', { timeout: WAIT });
+  await shot(a, '3-alice-reconnecting');
+  assert.ok(!(await texts(a)).includes('missed one'));
+
+  g1 = await startGateway({ port: g1.port, redisUrl: redis.url });
+  cleanups.push(() => g1.stop());
+  await a.waitForSelector('#status[data-state=open]', { timeout: 40000 });
+  await a.waitForFunction((n) => document.querySelectorAll('#messages .msg').length >= n, 5, { timeout: WAIT });
+  // one more live message after the reconnect
+  await b.fill('#text', 'welcome back');
+  await b.press('#text', 'Enter');
+  await a.waitForFunction(() => [...document.querySelectorAll('#messages .content')].some((e) => e.textContent === 'welcome back'), null, { timeout: WAIT });
+  assert.deepEqual(await texts(a), ['Hi Bob, how are you?', 'Great, thanks Alice!', ...missed, 'welcome back']);
+  await shot(a, '4-alice-after-restart');
+
+  // the feed resumed over the restart (EventSource + Last-Event-ID): each event once
+  const all = ['Hi Bob, how are you?', 'Great, thanks Alice!', ...missed, 'welcome back'];
+  await feed.waitForFunction((n) => document.querySelectorAll('#events li.ev.message').length >= n, all.length, { timeout: 40000 });
+  const feedTexts = await feed.$$eval('#events li.ev.message .content', (els) => els.map((e) => e.textContent.replace(/^[^:]*: /, '')));
+  assert.deepEqual(feedTexts, all);
+  assert.equal(await feed.evaluate(() => document.body.dataset.duplicates || '0'), '0');
+  assert.equal(await state(feed), 'open');
+  await shot(feed, '5-feed');
+  assert.deepEqual(errors, []);
+}
