@@ -142,6 +142,7 @@ where
             static_file(get_only(is_get), INDEX_HTML, "text/html; charset=utf-8")
         }
         "/feed" => static_file(get_only(is_get), FEED_HTML, "text/html; charset=utf-8"),
+        "/dashboard" => static_file(get_only(is_get), DASHBOARD_HTML, "text/html; charset=utf-8"),
         "/client.js" => static_file(
             get_only(is_get),
             CLIENT_JS,
@@ -253,6 +254,7 @@ pub async fn stats(node: &Node) -> serde_json::Value {
 /// binary so that `cargo run` and a browser are all a newcomer needs.
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const FEED_HTML: &str = include_str!("../static/feed.html");
+const DASHBOARD_HTML: &str = include_str!("../static/dashboard.html");
 const CLIENT_JS: &str = include_str!("../static/client.js");
 const CLIENT_DTS: &str = include_str!("../static/client.d.ts");
 

@@ -17,6 +17,11 @@ use crate::hub::Hub;
 use crate::metrics::{type_label, Metrics};
 use crate::subscriptions::Subscriptions;
 
+/// The reserved room where every node publishes its stats once a second, for the
+/// dashboard. Read-only for clients; joinable with a token granting it (or by anyone
+/// in development mode).
+pub const SYSTEM_ROOM: &str = "system:stats";
+
 /// How long a channel stays subscribed after its last local user left.
 const UNSUBSCRIBE_LINGER: Duration = Duration::from_secs(2);
 
@@ -139,6 +144,62 @@ impl Node {
                     });
                 }
             }
+        }
+    }
+
+    /// Publishes this node's stats into [`SYSTEM_ROOM`] once a second (not stored:
+    /// one Pub/Sub message per node per second, whatever the number of dashboards).
+    pub async fn run_stats(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let messages_in = || {
+            self.metrics
+                .frames_in
+                .get_or_create(&vec![("type", "message")])
+                .get()
+        };
+        let mut last = (
+            messages_in(),
+            self.metrics.fanout_deliveries.get(),
+            Instant::now(),
+        );
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.root.cancelled() => return,
+            }
+            let now = (
+                messages_in(),
+                self.metrics.fanout_deliveries.get(),
+                Instant::now(),
+            );
+            let secs = now.2.duration_since(last.2).as_secs_f64().max(0.001);
+            let data = serde_json::json!({
+                "node_id": self.node_id,
+                "connections": self.active.load(Ordering::Acquire),
+                "capacity": self.config.max_connections,
+                "rooms": self.hub.room_count(),
+                "messages_in_per_s": ((now.0 - last.0) as f64 / secs).round(),
+                "deliveries_per_s": ((now.1 - last.1) as f64 / secs).round(),
+                "slow_consumer_closes": self.metrics.slow_consumer_closes.get(),
+                "uptime_s": self.started.elapsed().as_secs(),
+                "broker": self.broker.kind(),
+            });
+            last = now;
+            let frame = wsgate_protocol::server::ServerFrame::Publish {
+                id: None,
+                room: Some(SYSTEM_ROOM.to_owned()),
+                user_id: None,
+                data,
+                ts: crate::session::now_ts(),
+            };
+            let _ = self
+                .broker
+                .publish(
+                    &Channel::Room(SYSTEM_ROOM.to_owned()),
+                    frame.encode().into(),
+                )
+                .await;
         }
     }
 

@@ -63,6 +63,7 @@ impl Server {
             tracing::warn!(error = %e, "broker not reachable at start; retrying in the background");
         }
         tokio::spawn(node.clone().run_heartbeat());
+        tokio::spawn(node.clone().run_stats());
         Ok(Server {
             node,
             local_addr,

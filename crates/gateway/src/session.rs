@@ -322,6 +322,16 @@ impl Session {
         );
     }
 
+    fn require_writable(&self, room: &str) -> Result<(), FrameError> {
+        if room == crate::node::SYSTEM_ROOM {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                "the system room is read-only",
+            ));
+        }
+        self.require_member(room)
+    }
+
     fn require_member(&self, room: &str) -> Result<(), FrameError> {
         if self.rooms.contains_key(room) {
             Ok(())
@@ -486,7 +496,7 @@ impl Session {
         content: String,
         reference: Option<Value>,
     ) -> Result<(), FrameError> {
-        self.require_member(&room)?;
+        self.require_writable(&room)?;
         let entry = StoredEntry::message(&room, &self.session.user, &content, &now_ts());
         let id = self
             .node
@@ -508,7 +518,7 @@ impl Session {
     }
 
     async fn typing(&mut self, room: String, is_typing: bool) -> Result<(), FrameError> {
-        self.require_member(&room)?;
+        self.require_writable(&room)?;
         let users = self
             .node
             .broker
