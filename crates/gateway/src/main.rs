@@ -33,6 +33,10 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = server::shutdown_signal()?;
     let server = Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr, node_id = %server.node.node_id, broker = server.node.broker.kind(), "listening");
+    tracing::info!(
+        "open http://{}/ in a browser for the demo chat",
+        server.local_addr
+    );
     // One machine-readable line on stdout, for scripts and tests that use port 0.
     println!("wsgate listening on {}", server.local_addr);
     server.serve(shutdown).await
