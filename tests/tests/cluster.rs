@@ -302,6 +302,8 @@ async fn rejoining_on_another_node_under_load_gets_exactly_what_was_missed() {
     let joined = join(&mut reader, "r").await;
     let epoch = joined["epoch"].as_str().unwrap().to_owned();
     let url = nodes[1].ws_url("user_id=pump");
+    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = published.clone();
     let pump = tokio::spawn(async move {
         let mut c = wsgate_client::Client::connect(&url).await.unwrap();
         c.recv(WAIT).await.unwrap();
@@ -315,13 +317,20 @@ async fn rejoining_on_another_node_under_load_gets_exactly_what_was_missed() {
             )
             .await;
             ids.push(ack["id"].as_str().unwrap().to_owned());
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         ids
     });
-    // Read a little, then leave while messages keep flowing.
+    // Read a little, then leave while messages keep flowing: come back only once
+    // at least 20 more were published in the meantime.
     let first = message_ids(&mut reader, 20).await;
     drop(reader);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at_leave = published.load(std::sync::atomic::Ordering::Relaxed);
+    eventually(WAIT, "messages published while the reader is away", || {
+        let published = published.clone();
+        async move { published.load(std::sync::atomic::Ordering::Relaxed) >= at_leave + 20 }
+    })
+    .await;
     let (mut back, _) = nodes[2].connect("reader").await;
     back.send(&json!({"type":"join","room":"r","since":first[19],"epoch":epoch}))
         .await

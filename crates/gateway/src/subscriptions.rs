@@ -74,17 +74,4 @@ impl Subscriptions {
         }
         Ok(())
     }
-
-    /// Channels the node is subscribed to or busy with.
-    pub fn len(&self) -> usize {
-        self.channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -194,41 +194,11 @@ fn command(obj: &Map<String, Value>, limits: &ParseLimits) -> Result<Command, Fr
         "history" => Command::History {
             room: room(obj)?,
             before: opt_id(obj, "before")?,
-            limit: match obj.get("limit") {
-                None | Some(Value::Null) => DEFAULT_HISTORY_LIMIT,
-                Some(Value::Number(n)) => match n.as_u64() {
-                    Some(l) if (1..=MAX_HISTORY_LIMIT as u64).contains(&l) => l as usize,
-                    _ => {
-                        return Err(FrameError::invalid(
-                            "limit must be an integer from 1 to 100",
-                        ))
-                    }
-                },
-                Some(_) => {
-                    return Err(FrameError::invalid(
-                        "limit must be an integer from 1 to 100",
-                    ))
-                }
-            },
+            limit: limit(obj)?,
         },
         "ping" => Command::Ping,
         "notifications" => Command::Notifications {
-            limit: match obj.get("limit") {
-                None | Some(Value::Null) => DEFAULT_HISTORY_LIMIT,
-                Some(Value::Number(n)) => match n.as_u64() {
-                    Some(l) if (1..=MAX_HISTORY_LIMIT as u64).contains(&l) => l as usize,
-                    _ => {
-                        return Err(FrameError::invalid(
-                            "limit must be an integer from 1 to 100",
-                        ))
-                    }
-                },
-                Some(_) => {
-                    return Err(FrameError::invalid(
-                        "limit must be an integer from 1 to 100",
-                    ))
-                }
-            },
+            limit: limit(obj)?,
             before: match opt_str(obj, "before")? {
                 Some(b) if valid_notification_id(b) => Some(b.to_owned()),
                 Some(_) => return Err(FrameError::invalid("before must be a notification id")),
@@ -268,6 +238,22 @@ fn command(obj: &Map<String, Value>, limits: &ParseLimits) -> Result<Command, Fr
 /// A notification id: 1–64 characters of `[A-Za-z0-9-]` (the server makes UUIDs).
 pub fn valid_notification_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// `limit` of `history` and `notifications`: 1–100, default 50.
+fn limit(obj: &Map<String, Value>) -> Result<usize, FrameError> {
+    match obj.get("limit") {
+        None | Some(Value::Null) => Ok(DEFAULT_HISTORY_LIMIT),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(l) if (1..=MAX_HISTORY_LIMIT as u64).contains(&l) => Ok(l as usize),
+            _ => Err(FrameError::invalid(
+                "limit must be an integer from 1 to 100",
+            )),
+        },
+        Some(_) => Err(FrameError::invalid(
+            "limit must be an integer from 1 to 100",
+        )),
+    }
 }
 
 fn req_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, FrameError> {
