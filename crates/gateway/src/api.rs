@@ -76,8 +76,8 @@ fn check_key(node: &Node, headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// Reads a JSON object body of at most `--max-message-bytes`.
-async fn json_body<B>(node: &Node, req: Request<B>) -> Result<Map<String, Value>, Refusal>
+/// Reads a body of at most `--max-message-bytes`.
+async fn read_body<B>(node: &Node, req: Request<B>) -> Result<Bytes, Refusal>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -92,23 +92,25 @@ where
     {
         return Err(too_large(limit));
     }
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => c.to_bytes(),
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Err(too_large(limit))
+            Err(too_large(limit))
         }
-        Err(_) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "bad_json",
-                "the body could not be read",
-            ))
-        }
-    };
-    match serde_json::from_slice::<Value>(&bytes) {
+        Err(_) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            "the body could not be read",
+        )),
+    }
+}
+
+/// Parses a body that must be one JSON object.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, Refusal> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -166,25 +168,36 @@ fn method_is(req_method: &Method, want: Method) -> Result<(), Refusal> {
     )))
 }
 
-/// `POST /api/publish`: exactly one of `room`, `user_id`, `broadcast:true`, with `data`.
-pub async fn publish<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body>
-where
-    B: hyper::body::Body<Data = Bytes> + Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    publish_inner(node, req).await.unwrap_or_else(|r| *r)
+/// The one target of a `POST /api/publish`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishTarget {
+    /// A room: stored in its history and sent to its members.
+    Room(String),
+    /// Every session of one user; not stored.
+    User(String),
+    /// Every connection of the cluster; not stored.
+    Broadcast,
 }
 
-async fn publish_inner<B>(node: &Arc<Node>, req: Request<B>) -> Result<Response<Body>, Refusal>
-where
-    B: hyper::body::Body<Data = Bytes> + Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    method_is(req.method(), Method::POST)?;
-    check_key(node, req.headers())?;
-    let body = json_body(node, req).await?;
+/// A validated `POST /api/publish` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishRequest {
+    /// Where it goes.
+    pub target: PublishTarget,
+    /// The `data`: any JSON value.
+    pub data: Value,
+}
+
+/// Parses and validates a `POST /api/publish` body (already read, within the size
+/// limit): exactly one of `room`, `user_id`, `broadcast:true`, with `data`.
+///
+/// # Errors
+///
+/// The refusal the API answers with: 400 `bad_json` or `invalid_field`.
+pub fn parse_publish(bytes: &[u8]) -> Result<PublishRequest, Box<Response<Body>>> {
+    let mut body = json_object(bytes)?;
     only_fields(&body, &["room", "user_id", "broadcast", "data"])?;
-    let Some(data) = body.get("data") else {
+    let Some(data) = body.remove("data") else {
         return Err(invalid("data is missing"));
     };
     let room = match body.get("room") {
@@ -202,13 +215,44 @@ where
         Some(Value::Bool(true)) => true,
         Some(_) => return Err(invalid("broadcast must be true")),
     };
+    let target = match (room, user, broadcast) {
+        (Some(room), None, false) => PublishTarget::Room(room.to_owned()),
+        (None, Some(user), false) => PublishTarget::User(user.to_owned()),
+        (None, None, true) => PublishTarget::Broadcast,
+        _ => {
+            return Err(invalid(
+                "give exactly one target: room, user_id or broadcast:true",
+            ))
+        }
+    };
+    Ok(PublishRequest { target, data })
+}
+
+/// `POST /api/publish`: exactly one of `room`, `user_id`, `broadcast:true`, with `data`.
+pub async fn publish<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    publish_inner(node, req).await.unwrap_or_else(|r| *r)
+}
+
+async fn publish_inner<B>(node: &Arc<Node>, req: Request<B>) -> Result<Response<Body>, Refusal>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    method_is(req.method(), Method::POST)?;
+    check_key(node, req.headers())?;
+    let bytes = read_body(node, req).await?;
+    let PublishRequest { target, data } = parse_publish(&bytes)?;
     let ts = now_ts();
-    match (room, user, broadcast) {
-        (Some(room), None, false) => {
-            let entry = StoredEntry::publish(room, data, &ts);
+    match target {
+        PublishTarget::Room(room) => {
+            let entry = StoredEntry::publish(&room, &data, &ts);
             let id = node
                 .broker
-                .publish_entry(room, &entry)
+                .publish_entry(&room, &entry)
                 .await
                 .map_err(|e| unavailable(node, e))?;
             Ok(json_response(
@@ -216,55 +260,56 @@ where
                 &json!({"id": id.to_string()}),
             ))
         }
-        (None, Some(user), false) => {
+        PublishTarget::User(user) => {
             let frame = ServerFrame::Publish {
                 id: None,
                 room: None,
-                user_id: Some(user.to_owned()),
-                data: data.clone(),
+                user_id: Some(user.clone()),
+                data,
                 ts,
             };
             node.broker
-                .publish(&Channel::User(user.to_owned()), frame.encode().into())
+                .publish(&Channel::User(user), frame.encode().into())
                 .await
                 .map_err(|e| unavailable(node, e))?;
             Ok(json_response(StatusCode::OK, &json!({})))
         }
-        (None, None, true) => {
-            let frame = ServerFrame::Broadcast {
-                data: data.clone(),
-                ts,
-            };
+        PublishTarget::Broadcast => {
+            let frame = ServerFrame::Broadcast { data, ts };
             node.broker
                 .publish(&Channel::Broadcast, frame.encode().into())
                 .await
                 .map_err(|e| unavailable(node, e))?;
             Ok(json_response(StatusCode::OK, &json!({})))
         }
-        _ => Err(invalid(
-            "give exactly one target: room, user_id or broadcast:true",
-        )),
     }
 }
 
-/// `POST /api/notifications`: one notification for `user_id`, or one per user of
-/// `user_ids` (at most 1,000), stored and delivered live in one broker call.
-pub async fn notify<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body>
-where
-    B: hyper::body::Body<Data = Bytes> + Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    notify_inner(node, req).await.unwrap_or_else(|r| *r)
+/// A validated `POST /api/notifications` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyRequest {
+    /// The users, without duplicates, in the order given (1 to 1,000).
+    pub users: Vec<String>,
+    /// `info` (the default), `success`, `warning` or `error`.
+    pub kind: String,
+    /// 1-256 bytes.
+    pub title: String,
+    /// The text.
+    pub body: String,
+    /// 1-2048 bytes, when given.
+    pub action_url: Option<String>,
+    /// Any JSON but `null`, when given.
+    pub data: Option<Value>,
 }
 
-async fn notify_inner<B>(node: &Arc<Node>, req: Request<B>) -> Result<Response<Body>, Refusal>
-where
-    B: hyper::body::Body<Data = Bytes> + Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    method_is(req.method(), Method::POST)?;
-    check_key(node, req.headers())?;
-    let body = json_body(node, req).await?;
+/// Parses and validates a `POST /api/notifications` body (already read, within the
+/// size limit).
+///
+/// # Errors
+///
+/// The refusal the API answers with: 400 `bad_json` or `invalid_field`.
+pub fn parse_notify(bytes: &[u8]) -> Result<NotifyRequest, Box<Response<Body>>> {
+    let body = json_object(bytes)?;
     only_fields(
         &body,
         &[
@@ -319,6 +364,42 @@ where
         Some(_) => return Err(invalid("action_url must be a string of 1-2048 bytes")),
     };
     let data = body.get("data").filter(|d| !d.is_null()).cloned();
+    Ok(NotifyRequest {
+        users,
+        kind,
+        title,
+        body: text,
+        action_url,
+        data,
+    })
+}
+
+/// `POST /api/notifications`: one notification for `user_id`, or one per user of
+/// `user_ids` (at most 1,000), stored and delivered live in one broker call.
+pub async fn notify<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    notify_inner(node, req).await.unwrap_or_else(|r| *r)
+}
+
+async fn notify_inner<B>(node: &Arc<Node>, req: Request<B>) -> Result<Response<Body>, Refusal>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    method_is(req.method(), Method::POST)?;
+    check_key(node, req.headers())?;
+    let bytes = read_body(node, req).await?;
+    let NotifyRequest {
+        users,
+        kind,
+        title,
+        body: text,
+        action_url,
+        data,
+    } = parse_notify(&bytes)?;
     let ts = now_ts();
     let items: Vec<Notification> = users
         .into_iter()

@@ -81,6 +81,27 @@ pub struct Config {
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// WebSocket + SSE sessions one client address may hold (0: no limit). Behind a
+    /// proxy every client shares the proxy's address unless `--trusted-proxies` names it.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// A connection must deliver complete request headers within this many milliseconds
+    /// of being accepted (and of each later request on a kept-alive connection).
+    #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub handshake_timeout_ms: u64,
+
+    /// Accepted connections still waiting for their request headers, at most; a
+    /// connection beyond this is closed at once.
+    #[arg(long, env = "WSGATE_MAX_HANDSHAKES", default_value_t = 1024)]
+    pub max_handshakes: usize,
+
+    /// Serve a WebSocket echo endpoint at this path (e.g. `/echo`): text and binary
+    /// messages come back unchanged, through the same handshake checks, limits, reader,
+    /// writer and close handling as `/ws`. A conformance and diagnostics aid; off by default.
+    #[arg(long, env = "WSGATE_ECHO_PATH")]
+    pub echo_path: Option<String>,
+
     /// Largest message `content`, in bytes; a WebSocket message over this plus 4 KiB closes with 1009.
     #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     pub max_message_bytes: usize,
@@ -185,6 +206,24 @@ impl Config {
         }
         if self.notifications_ttl.is_zero() || self.session_state_ttl.is_zero() {
             return Err("--notifications-ttl and --session-state-ttl must be positive".into());
+        }
+        if self.handshake_timeout_ms < 10 {
+            return Err("--handshake-timeout-ms must be at least 10".into());
+        }
+        if self.max_handshakes == 0 {
+            return Err("--max-handshakes must be at least 1".into());
+        }
+        if let Some(p) = &self.echo_path {
+            let reserved = ["/ws", "/events", "/healthz", "/readyz", "/metrics"];
+            if !p.starts_with('/')
+                || p.len() < 2
+                || reserved.contains(&p.as_str())
+                || p.starts_with("/api/")
+            {
+                return Err(
+                    "--echo-path must be a path such as /echo that no other route uses".into(),
+                );
+            }
         }
         if self.redis_prefix.is_empty() {
             return Err("--redis-prefix must not be empty".into());

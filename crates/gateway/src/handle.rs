@@ -17,6 +17,8 @@ pub enum Outbound {
     /// Frames that must go out together and in order (a join's replay), taking one
     /// queue slot so a long replay cannot overflow the queue by itself.
     Batch(Vec<Utf8Bytes>),
+    /// A binary frame (the echo endpoint only: the protocol itself is text).
+    Binary(bytes::Bytes),
 }
 
 /// The close code recorded when a connection ends without a close frame.

@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
 use crate::node::Node;
+use crate::upgrade::Endpoint;
 
 /// The response body type of every route.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -116,7 +117,10 @@ where
     let get_only = |allowed: bool| (!allowed).then(|| method_not_allowed("GET", "use GET"));
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
     let res = match path {
-        "/ws" => return Ok(crate::upgrade::upgrade(&node, req)),
+        "/ws" => return Ok(crate::upgrade::upgrade(&node, req, Endpoint::Session)),
+        p if node.config.echo_path.as_deref() == Some(p) => {
+            return Ok(crate::upgrade::upgrade(&node, req, Endpoint::Echo))
+        }
         "/healthz" => get_only(is_get)
             .unwrap_or_else(|| json_response(StatusCode::OK, &json!({"status": "ok"}))),
         "/readyz" => match get_only(is_get) {

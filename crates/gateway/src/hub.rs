@@ -275,6 +275,7 @@ mod tests {
         match o {
             Outbound::Frame(f) => vec![f.to_string()],
             Outbound::Batch(fs) => fs.into_iter().map(|f| f.to_string()).collect(),
+            Outbound::Binary(_) => panic!("the hub never queues binary frames"),
         }
     }
 

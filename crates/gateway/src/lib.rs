@@ -21,6 +21,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod echo;
 pub mod handle;
 pub mod http;
 pub mod hub;

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub closes: Family<Labels, Counter>,
     /// Connections closed because their send queue overflowed.
     pub slow_consumer_closes: Counter,
+    /// Connections closed before a complete request, by `reason`
+    /// (`handshake_timeout`, `too_many_handshakes`).
+    pub early_closes: Family<Labels, Counter>,
     /// HTTP requests refused before the upgrade, by status.
     pub handshake_refusals: Family<Labels, Counter>,
     /// Rooms with at least one local member (set when scraped).
@@ -64,6 +67,7 @@ impl Metrics {
             closes: Family::default(),
             slow_consumer_closes: Counter::default(),
             handshake_refusals: Family::default(),
+            early_closes: Family::default(),
             rooms_active: Gauge::default(),
             broker_up: Gauge::default(),
             broker_disconnects: Counter::default(),
@@ -105,6 +109,11 @@ impl Metrics {
             "slow_consumer_closes",
             "Connections closed as slow consumers",
             m.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "early_closes",
+            "Connections closed before a complete request, by reason",
+            m.early_closes.clone(),
         );
         registry.register(
             "handshake_refusals",

@@ -1,5 +1,6 @@
 //! [`Node`]: the composition root that every task of the gateway shares.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +44,8 @@ pub struct Node {
     pub auth: Authenticator,
     /// Open WebSocket connections, counted from the accepted handshake.
     pub active: AtomicUsize,
+    /// Sessions per client address (only with `--max-connections-per-ip`).
+    per_ip: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
     /// Set when shutdown starts: `/readyz` answers 503 and handshakes are refused.
     pub draining: AtomicBool,
     /// Source of node-local session ids.
@@ -70,6 +73,7 @@ impl Node {
             metrics,
             auth,
             active: AtomicUsize::new(0),
+            per_ip: std::sync::Mutex::default(),
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             started: Instant::now(),
@@ -89,15 +93,33 @@ impl Node {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Reserves a connection slot, or `None` at capacity.
-    pub fn reserve_slot(self: &Arc<Self>) -> Option<Slot> {
+    /// Reserves a connection slot for a client at `client`, or says why not: the node
+    /// is at `--max-connections`, or the address at `--max-connections-per-ip`.
+    ///
+    /// # Errors
+    /// [`SlotRefused`] naming the limit that was reached.
+    pub fn reserve_slot(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Slot, SlotRefused> {
         let max = self.config.max_connections;
         self.active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()?;
-        Some(Slot { node: self.clone() })
+            .map_err(|_| SlotRefused::Node)?;
+        let mut slot = Slot {
+            node: self.clone(),
+            client: None,
+        };
+        let per_ip = self.config.max_connections_per_ip;
+        if let (Some(ip), true) = (client, per_ip > 0) {
+            let mut counts = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(ip).or_insert(0);
+            if *n >= per_ip {
+                return Err(SlotRefused::Address);
+            }
+            *n += 1;
+            slot.client = Some(ip);
+        }
+        Ok(slot)
     }
 
     /// Unsubscribes from `channel` a little later, if no local session needs it then.
@@ -263,10 +285,56 @@ impl Node {
 pub struct Slot {
     /// The node whose count it holds.
     node: Arc<Node>,
+    /// The client address counted against `--max-connections-per-ip`, if any.
+    client: Option<IpAddr>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.node.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.client {
+            let mut counts = self.node.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = counts.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// Why a connection slot was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefused {
+    /// The node holds `--max-connections` already (503).
+    Node,
+    /// The client's address holds `--max-connections-per-ip` already (429).
+    Address,
+}
+
+impl SlotRefused {
+    /// The HTTP refusal: status, contract error code, message, `Retry-After` seconds.
+    pub fn response(self) -> http::Response<crate::http::Body> {
+        let (status, code, message, retry) = match self {
+            SlotRefused::Node => (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "this node is at capacity",
+                "1",
+            ),
+            SlotRefused::Address => (
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many connections from this address",
+                "5",
+            ),
+        };
+        let mut res = crate::http::error_response(status, code, message);
+        res.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static(retry),
+        );
+        res
     }
 }

@@ -9,14 +9,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, Semaphore};
 use wsgate_broker::{Broker, Channel, MemoryBroker, RedisBroker, RedisSettings};
 
 use crate::config::Config;
 use crate::node::Node;
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Capacity of the broker → dispatcher event channel.
 const EVENT_QUEUE: usize = 4096;
@@ -120,8 +117,15 @@ impl Server {
 
 /// Accepts connections for as long as the node runs, draining included. Each
 /// connection is served by hyper; an upgraded one is handed to a session task.
+///
+/// Until its first request is complete a connection holds one of `--max-handshakes`
+/// permits (beyond them a new connection is closed at once), and it must complete that
+/// request within `--handshake-timeout-ms` or be closed: a socket that sends nothing,
+/// or trickles its headers, costs a task and a file descriptor for a bounded time only.
 async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
+    let handshakes = Arc::new(Semaphore::new(node.config.max_handshakes));
+    let deadline = Duration::from_millis(node.config.handshake_timeout_ms);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => {
@@ -136,21 +140,54 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                 continue;
             }
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            node.metrics
+                .early_closes
+                .get_or_create(&vec![("reason", "too_many_handshakes")])
+                .inc();
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                // The TCP peer, for the client address behind trusted proxies.
-                req.extensions_mut().insert(peer);
-                crate::http::route(node.clone(), req)
-            });
+            let first_request = Arc::new(Notify::new());
+            let svc = {
+                let node = node.clone();
+                let first_request = first_request.clone();
+                service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    first_request.notify_one();
+                    // The TCP peer, for the client address behind trusted proxies.
+                    req.extensions_mut().insert(peer);
+                    crate::http::route(node.clone(), req)
+                })
+            };
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                // Later requests on a kept-alive connection get the same deadline.
+                .header_read_timeout(deadline)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let res = tokio::select! {
+                r = &mut conn => Some(r),
+                _ = first_request.notified() => None,
+                _ = tokio::time::sleep(deadline) => {
+                    node.metrics
+                        .early_closes
+                        .get_or_create(&vec![("reason", "handshake_timeout")])
+                        .inc();
+                    tracing::debug!(%peer, "no complete request in time: closed");
+                    return;
+                }
+            };
+            drop(permit);
+            let res = match res {
+                Some(r) => r,
+                None => conn.await,
+            };
+            if let Err(e) = res {
                 tracing::debug!(%peer, error = %e, "http connection error");
             }
         });

@@ -116,14 +116,7 @@ pub async fn run<S>(
         tracing::debug!(code, "writer done");
         // Leave rooms and presence first: the peer is gone or told to go.
         session.cleanup().await;
-        if code != crate::handle::ABNORMAL && code != CloseCode::Normal.code() {
-            // We sent the close frame: let the peer read up to it and answer before
-            // the socket is dropped.
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_WAIT, async {
-                while stream.next().await.is_some() {}
-            })
-            .await;
-        }
+        await_close_reply(&mut stream, code).await;
         node.metrics.close(code);
         if code == CloseCode::TryAgainLater.code() {
             node.metrics.slow_consumer_closes.inc();
@@ -134,6 +127,36 @@ pub async fn run<S>(
     }
     .instrument(span)
     .await
+}
+
+/// Ends a connection after a read error: with the close code the contract gives
+/// the error (1009 too big, 1007 invalid UTF-8, 1002 protocol error), or without a
+/// close frame when the peer is gone.
+pub fn end_on_read_error(control: &Control, e: &WsError) {
+    let code = match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::TooBig,
+        WsError::Capacity(_) => CloseCode::TooBig,
+        WsError::Utf8(_) => CloseCode::InvalidPayload,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return control.vanish(),
+        WsError::Protocol(_) => CloseCode::Protocol,
+        _ => return control.vanish(),
+    };
+    tracing::debug!(error = %e, code = code.code(), "read error");
+    control.close(code);
+}
+
+/// When the server sent the close frame (`code`), lets the peer read up to it and
+/// answer before the socket is dropped (bounded by [`CLOSE_HANDSHAKE_WAIT`]).
+pub async fn await_close_reply<S>(stream: &mut S, code: u16)
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    if code != crate::handle::ABNORMAL && code != CloseCode::Normal.code() {
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_WAIT, async {
+            while stream.next().await.is_some() {}
+        })
+        .await;
+    }
 }
 
 struct Session {
@@ -213,22 +236,7 @@ impl Session {
                 Some(Ok(Message::Close(_))) | None => {
                     return self.handle.control.close(CloseCode::Normal)
                 }
-                Some(Err(e)) => {
-                    let code = match &e {
-                        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-                            CloseCode::TooBig
-                        }
-                        WsError::Capacity(_) => CloseCode::TooBig,
-                        WsError::Utf8(_) => CloseCode::InvalidPayload,
-                        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                            return self.handle.control.vanish()
-                        }
-                        WsError::Protocol(_) => CloseCode::Protocol,
-                        _ => return self.handle.control.vanish(),
-                    };
-                    tracing::debug!(error = %e, code = code.code(), "read error");
-                    return self.handle.control.close(code);
-                }
+                Some(Err(e)) => return end_on_read_error(&self.handle.control, &e),
             }
         }
     }

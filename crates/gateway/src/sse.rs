@@ -140,8 +140,13 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
     if node.is_draining() {
         return unavailable("this node is shutting down");
     }
-    let Some(slot) = node.reserve_slot() else {
-        return unavailable("this node is at capacity");
+    let client = req
+        .extensions()
+        .get::<std::net::SocketAddr>()
+        .map(|peer| crate::proxy::client_ip(peer.ip(), headers, &node.config.trusted_proxies));
+    let slot = match node.reserve_slot(client) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.response(),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
     let task_node = node.clone();
@@ -270,6 +275,8 @@ async fn run(
                 let frames = match item {
                     Outbound::Frame(f) => vec![f],
                     Outbound::Batch(fs) => fs,
+                    // Only the echo endpoint queues binary frames.
+                    Outbound::Binary(_) => continue,
                 };
                 for f in frames {
                     if let Some(event) = to_event(&f, &mut cursor) {

@@ -44,6 +44,7 @@ fn status_label(status: StatusCode) -> &'static str {
         401 => "401",
         403 => "403",
         405 => "405",
+        429 => "429",
         426 => "426",
         503 => "503",
         _ => "other",
@@ -61,8 +62,18 @@ pub fn valid_key(key: &[u8]) -> bool {
         && b"AQgw".contains(&key[21])
 }
 
-/// Answers a request on `/ws`: either a refusal, or 101 with the session spawned.
-pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body>
+/// What an accepted upgrade is served by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: an authenticated protocol session.
+    Session,
+    /// `--echo-path`: every message comes back (conformance and diagnostics).
+    Echo,
+}
+
+/// Answers a request on `/ws` (or the echo path): either a refusal, or 101 with the
+/// connection's task spawned.
+pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>, endpoint: Endpoint) -> Response<Body>
 where
     B: Send + 'static,
 {
@@ -144,36 +155,42 @@ where
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return res;
     }
-    let query = crate::http::Query::of(req.uri());
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let identity = match node.auth.authenticate(query.pairs(), authorization) {
-        Ok(i) => i,
-        Err(AuthError::BadParameter(m)) => {
-            return refuse(StatusCode::BAD_REQUEST, "invalid_field", m)
-        }
-        Err(e) => {
-            let mut res = refuse(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return res;
+    let identity = match endpoint {
+        Endpoint::Echo => None,
+        Endpoint::Session => {
+            let query = crate::http::Query::of(req.uri());
+            let authorization = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match node.auth.authenticate(query.pairs(), authorization) {
+                Ok(i) => Some(i),
+                Err(AuthError::BadParameter(m)) => {
+                    return refuse(StatusCode::BAD_REQUEST, "invalid_field", m)
+                }
+                Err(e) => {
+                    let mut res = refuse(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
+                    res.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return res;
+                }
+            }
         }
     };
-    let Some(slot) = node.reserve_slot() else {
-        let mut res = refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this node is at capacity",
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return res;
-    };
-
     let client = req.extensions().get::<std::net::SocketAddr>().map(|peer| {
         crate::proxy::client_ip(peer.ip(), req.headers(), &node.config.trusted_proxies)
     });
+    let slot = match node.reserve_slot(client) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let res = refused.response();
+            node.metrics
+                .handshake_refusals
+                .get_or_create(&vec![("status", status_label(res.status()))])
+                .inc();
+            return res;
+        }
+    };
+
     let accept = derive_accept_key(&key);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_node = node.clone();
@@ -187,7 +204,12 @@ where
                     Some(config),
                 )
                 .await;
-                crate::session::run(task_node, ws, identity, slot, client).await;
+                match identity {
+                    Some(identity) => {
+                        crate::session::run(task_node, ws, identity, slot, client).await
+                    }
+                    None => crate::echo::run(task_node, ws, slot).await,
+                }
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

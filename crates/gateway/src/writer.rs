@@ -146,6 +146,7 @@ where
             track(delivered, &f);
             sink.feed(Message::Text(f)).await
         }
+        Outbound::Binary(b) => sink.feed(Message::Binary(b)).await,
         Outbound::Batch(frames) => {
             for f in frames {
                 track(delivered, &f);
