@@ -47,6 +47,9 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "RFC 6455 conformance: Autobahn|Testsuite against the echo endpoint"
+WSGATE_BIN="$root/target/debug/wsgate" tests/autobahn/run.sh
+
 step "the Docker Compose cluster, for real (starts and stops its own Docker engine)"
 tests/docker/compose_test.sh
 

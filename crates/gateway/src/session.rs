@@ -89,10 +89,12 @@ pub async fn run<S>(
             },
         };
         tracing::debug!(client = ?client, "session open");
-        session.start().await;
+        // The steps before and after the read loop are boxed: their futures are large
+        // (broker calls) and would otherwise sit in every idle session's task.
+        Box::pin(session.start()).await;
         // Subscribed to the user's channel before the writer starts: once the client
         // has read `welcome`, a direct message or notification to it cannot be missed.
-        session.ensure_user_channel().await;
+        Box::pin(session.ensure_user_channel()).await;
         let writer = node.tracker.spawn(
             run_writer(
                 sink,
@@ -112,11 +114,11 @@ pub async fn run<S>(
         session.read_loop(&mut stream, &last_seen, epoch).await;
         tracing::debug!("reader done");
         let (code, delivered) = writer.await.unwrap_or((1011, Vec::new()));
-        session.save_restore(&delivered).await;
+        Box::pin(session.save_restore(&delivered)).await;
         tracing::debug!(code, "writer done");
         // Leave rooms and presence first: the peer is gone or told to go.
-        session.cleanup().await;
-        await_close_reply(&mut stream, code).await;
+        Box::pin(session.cleanup()).await;
+        Box::pin(await_close_reply(&mut stream, code)).await;
         node.metrics.close(code);
         if code == CloseCode::TryAgainLater.code() {
             node.metrics.slow_consumer_closes.inc();
@@ -228,7 +230,9 @@ impl Session {
             };
             last_seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
             match msg {
-                Some(Ok(Message::Text(text))) => self.on_text(&text).await,
+                // Boxed: serving a frame (a join waits on the broker) needs a large
+                // future, and an idle session's task must not carry its space.
+                Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text)).await,
                 Some(Ok(Message::Binary(_))) => {
                     return self.handle.control.close(CloseCode::Unsupported)
                 }

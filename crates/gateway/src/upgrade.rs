@@ -14,9 +14,9 @@ use crate::auth::AuthError;
 use crate::http::{error_response, Body};
 use crate::node::Node;
 
-/// Read buffer per connection: small, since most frames are small; it grows for a
-/// large frame and is bounded by the frame limit.
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer per connection, allocated up front: small, since client frames are
+/// small; it grows for a large frame (bounded by the frame limit).
+const READ_BUFFER: usize = 1024;
 /// Frames are written to the socket once this much is buffered, or at a flush.
 const WRITE_BUFFER: usize = 16 * 1024;
 

@@ -126,7 +126,9 @@ where
             }
         }
     }
-    let code = finish(sink, p, &mut delivered).await;
+    // Boxed: the close sequence is a large future that an idle session's writer task
+    // would otherwise carry all its life.
+    let code = Box::pin(finish(sink, p, &mut delivered)).await;
     (code, delivered)
 }
 
