@@ -4,6 +4,7 @@
 //! a request is validated whole before the one broker call that carries it out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -92,7 +93,19 @@ where
     {
         return Err(too_large(limit));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    // The body must arrive within the handshake deadline too: a client that trickles
+    // it would otherwise hold the connection (and a task) for as long as it likes.
+    let deadline = Duration::from_millis(node.config.handshake_timeout_ms);
+    let Ok(collected) =
+        tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect()).await
+    else {
+        return Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the body did not arrive within the handshake deadline",
+        ));
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

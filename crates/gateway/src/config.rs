@@ -87,14 +87,25 @@ pub struct Config {
     pub max_connections_per_ip: usize,
 
     /// A connection must deliver complete request headers within this many milliseconds
-    /// of being accepted (and of each later request on a kept-alive connection).
+    /// of being accepted (and an API request its body within as long after them).
     #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = 5_000)]
     pub handshake_timeout_ms: u64,
+
+    /// An HTTP connection kept alive after a request is closed when its next request's
+    /// headers are not complete this many milliseconds later (idle included).
+    #[arg(long, env = "WSGATE_KEEPALIVE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub keepalive_timeout_ms: u64,
 
     /// Accepted connections still waiting for their request headers, at most; a
     /// connection beyond this is closed at once.
     #[arg(long, env = "WSGATE_MAX_HANDSHAKES", default_value_t = 1024)]
     pub max_handshakes: usize,
+
+    /// Kernel send buffer of each accepted socket, in bytes (0: the kernel's autotuning,
+    /// which can grow to several MiB per socket). Bounds what a client that stops
+    /// reading can hold in the kernel before its queue fills and it is closed with 1013.
+    #[arg(long, env = "WSGATE_SOCKET_SEND_BUFFER", default_value_t = 65_536)]
+    pub socket_send_buffer: usize,
 
     /// Serve a WebSocket echo endpoint at this path (e.g. `/echo`): text and binary
     /// messages come back unchanged, through the same handshake checks, limits, reader,
@@ -157,6 +168,11 @@ impl Config {
         self.max_message_bytes + 4096
     }
 
+    /// The send buffer to set on accepted sockets, if any.
+    pub fn socket_send_buffer(&self) -> Option<usize> {
+        (self.socket_send_buffer > 0).then_some(self.socket_send_buffer)
+    }
+
     /// Checks values that clap cannot.
     ///
     /// # Errors
@@ -209,6 +225,12 @@ impl Config {
         }
         if self.handshake_timeout_ms < 10 {
             return Err("--handshake-timeout-ms must be at least 10".into());
+        }
+        if self.socket_send_buffer > 0 && self.socket_send_buffer < 4096 {
+            return Err("--socket-send-buffer must be 0 (kernel default) or at least 4096".into());
+        }
+        if self.keepalive_timeout_ms < 10 {
+            return Err("--keepalive-timeout-ms must be at least 10".into());
         }
         if self.max_handshakes == 0 {
             return Err("--max-handshakes must be at least 1".into());

@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 use wsgate_protocol::CloseCode;
 
-use crate::handle::{Control, Outbound};
+use crate::handle::{Control, Outbound, Queue};
 use crate::node::{Node, Slot};
 use crate::session::{await_close_reply, end_on_read_error};
 use crate::writer::{run_writer, WriterParams};
@@ -39,7 +38,7 @@ where
         node.metrics.connections_total.inc();
         node.metrics.connections_active.inc();
         let (sink, mut stream) = ws.split();
-        let (tx, rx) = mpsc::channel(node.config.send_queue);
+        let queue = Queue::new(node.config.send_queue);
         let control = Arc::new(Control::new(node.root.child_token()));
         let epoch = Instant::now();
         let last_seen = Arc::new(AtomicU64::new(0));
@@ -47,7 +46,7 @@ where
             run_writer(
                 sink,
                 WriterParams {
-                    rx,
+                    queue: queue.clone(),
                     control: control.clone(),
                     heartbeat: Duration::from_millis(node.config.heartbeat_ms),
                     last_seen: last_seen.clone(),
@@ -56,7 +55,9 @@ where
                     drain_timeout: Duration::from_millis(node.config.shutdown_timeout_ms),
                 },
             )
-            .in_current_span(),
+            // A debug-level child span: at info it is disabled and costs the writer,
+            // which is polled once per burst, nothing.
+            .instrument(tracing::debug_span!("writer")),
         );
         let token = control.token.clone();
         loop {
@@ -79,16 +80,16 @@ where
                     break;
                 }
             };
-            let queued = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
-                r = tx.send(item) => r.is_ok(),
-            };
-            if !queued {
+                _ = queue.room() => {}
+            }
+            if queue.push(item).is_err() {
+                // Closed: the writer has ended the connection.
                 break;
             }
         }
-        drop(tx);
         let (code, _) = writer.await.unwrap_or((1011, Vec::new()));
         await_close_reply(&mut stream, code).await;
         node.metrics.close(code);

@@ -252,22 +252,30 @@ impl Hub {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
-    use crate::handle::Control;
+    use crate::handle::{Control, Queue};
 
-    fn session(id: u64, cap: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(cap);
+    /// The consumer side of a session's queue, as the tests read it.
+    struct Rx(Arc<Queue>);
+
+    impl Rx {
+        fn try_recv(&mut self) -> Result<Outbound, ()> {
+            self.0.try_pop().ok_or(())
+        }
+    }
+
+    fn session(id: u64, cap: usize) -> (SessionHandle, Rx) {
+        let queue = Queue::new(cap);
         let control = Arc::new(Control::new(CancellationToken::new()));
         (
             SessionHandle {
                 id,
                 key: Arc::from(format!("s{id}")),
-                tx,
+                queue: queue.clone(),
                 control,
             },
-            rx,
+            Rx(queue),
         )
     }
 

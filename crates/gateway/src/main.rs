@@ -7,7 +7,15 @@ use wsgate_gateway::{server, Config, LogFormat, Server};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_env("WSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter =
+        EnvFilter::try_from_env("WSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if filter.max_level_hint() >= Some(tracing::level_filters::LevelFilter::TRACE) {
+        // tungstenite logs every message it reads at trace level: message contents
+        // never go to the logs, whatever WSGATE_LOG asks for.
+        filter = filter
+            .add_directive("tungstenite=debug".parse()?)
+            .add_directive("tokio_tungstenite=debug".parse()?);
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -126,6 +126,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
     let handshakes = Arc::new(Semaphore::new(node.config.max_handshakes));
     let deadline = Duration::from_millis(node.config.handshake_timeout_ms);
+    let keepalive = Duration::from_millis(node.config.keepalive_timeout_ms);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => {
@@ -149,6 +150,14 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Some(bytes) = node.config.socket_send_buffer() {
+            // A fixed send buffer turns off the kernel's autotuning, which lets one
+            // socket buffer up to several MiB: a client that stops reading would take
+            // that much kernel memory before its queue ever filled and it got 1013.
+            if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes) {
+                tracing::debug!(%peer, error = %e, "cannot set the send buffer size");
+            }
+        }
         let node = node.clone();
         tokio::spawn(async move {
             let first_request = Arc::new(Notify::new());
@@ -164,8 +173,9 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             };
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                // Later requests on a kept-alive connection get the same deadline.
-                .header_read_timeout(deadline)
+                // Later requests on a kept-alive connection (idle time included); the
+                // first request's deadline is the timer below.
+                .header_read_timeout(keepalive.max(deadline + Duration::from_millis(250)))
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{Sink, Stream, StreamExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument;
@@ -19,7 +18,7 @@ use wsgate_protocol::server::{frame_id, PresenceEvent, RestoreRoom, ServerFrame,
 use wsgate_protocol::{CloseCode, ErrorCode, FrameError, MessageId, PROTOCOL_VERSION};
 
 use crate::auth::Identity;
-use crate::handle::{Control, Outbound, SessionHandle};
+use crate::handle::{Control, Outbound, Queue, SessionHandle};
 use crate::node::{Node, Slot};
 use crate::ratelimit::TokenBucket;
 use crate::writer::{run_writer, WriterParams};
@@ -33,6 +32,10 @@ pub const TYPING_TTL: Duration = Duration::from_secs(5);
 /// peer has read up to it would lose the close frame (the kernel resets a connection
 /// closed with unread data), so the peer would never learn its close code.
 const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a session's reader waits for the client to read its answers (the send
+/// queue to drain below half) before it closes the connection with 1013.
+const READER_STALL: Duration = Duration::from_secs(10);
 
 /// The current time as RFC 3339 UTC with milliseconds.
 pub fn now_ts() -> String {
@@ -59,12 +62,12 @@ pub async fn run<S>(
         node.metrics.connections_total.inc();
         node.metrics.connections_active.inc();
         let (sink, stream) = ws.split();
-        let (tx, rx) = mpsc::channel(node.config.send_queue);
+        let queue = Queue::new(node.config.send_queue);
         let control = Arc::new(Control::new(node.root.child_token()));
         let handle = SessionHandle {
             id: node.next_session_id(),
             key: Arc::from(session_id.as_str()),
-            tx,
+            queue: queue.clone(),
             control: control.clone(),
         };
         let epoch = Instant::now();
@@ -99,7 +102,7 @@ pub async fn run<S>(
             run_writer(
                 sink,
                 WriterParams {
-                    rx,
+                    queue,
                     control: control.clone(),
                     heartbeat: Duration::from_millis(node.config.heartbeat_ms),
                     last_seen: last_seen.clone(),
@@ -108,7 +111,9 @@ pub async fn run<S>(
                     drain_timeout: Duration::from_millis(node.config.shutdown_timeout_ms),
                 },
             )
-            .in_current_span(),
+            // A debug-level child span: at info it is disabled and costs the writer,
+            // which is polled once per burst, nothing.
+            .instrument(tracing::debug_span!("writer")),
         );
         let mut stream = stream;
         session.read_loop(&mut stream, &last_seen, epoch).await;
@@ -120,7 +125,8 @@ pub async fn run<S>(
         Box::pin(session.cleanup()).await;
         Box::pin(await_close_reply(&mut stream, code)).await;
         node.metrics.close(code);
-        if code == CloseCode::TryAgainLater.code() {
+        // Counted by the reason chosen, even when the close frame could not be written.
+        if control.code() == Some(CloseCode::TryAgainLater.code()) {
             node.metrics.slow_consumer_closes.inc();
         }
         node.metrics.connections_active.dec();
@@ -222,11 +228,33 @@ impl Session {
         S: Stream<Item = Result<Message, WsError>> + Unpin,
     {
         let token = self.handle.control.token.clone();
+        // The session's own answers share the queue with fan-out. A client that
+        // pipelines hundreds of frames in one write (pings, say) must not overflow it
+        // with answers it has not had a chance to read: the next frame is read only
+        // while the queue is at most half full, so such a client is slowed down by
+        // TCP, not closed with 1013. Fan-out alone still closes a reader that lags.
+        // A client that sends but does not read at all is closed with 1013 once its
+        // answers have waited for it for READER_STALL.
+        let queue = self.handle.queue.clone();
+        let backlog = (queue.capacity() / 2).max(1);
         loop {
             let msg = tokio::select! {
                 biased;
                 _ = token.cancelled() => return,
-                m = stream.next() => m,
+                m = async {
+                    if queue.len() >= backlog
+                        && tokio::time::timeout(READER_STALL, queue.wait_below(backlog))
+                            .await
+                            .is_err()
+                    {
+                        return Err(());
+                    }
+                    Ok(stream.next().await)
+                } => m,
+            };
+            let Ok(msg) = msg else {
+                tracing::debug!("the client does not read its answers: closed as a slow consumer");
+                return self.handle.control.close(CloseCode::TryAgainLater);
             };
             last_seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
             match msg {

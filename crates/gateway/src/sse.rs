@@ -23,7 +23,7 @@ use wsgate_protocol::server::{frame_type, stored_room_id};
 use wsgate_protocol::MessageId;
 
 use crate::auth::{AuthError, Identity};
-use crate::handle::{Control, Outbound, SessionHandle};
+use crate::handle::{Control, Outbound, Queue, SessionHandle};
 use crate::http::{error_response, Body};
 use crate::node::{Node, Slot};
 
@@ -182,13 +182,13 @@ async fn run(
 ) {
     node.metrics.connections_total.inc();
     node.metrics.connections_active.inc();
-    let (tx, mut rx) = mpsc::channel(node.config.send_queue);
+    let queue = Queue::new(node.config.send_queue);
     let key = uuid::Uuid::new_v4().to_string();
     let control = Arc::new(Control::new(node.root.child_token()));
     let handle = SessionHandle {
         id: node.next_session_id(),
         key: Arc::from(key.as_str()),
-        tx,
+        queue: queue.clone(),
         control: control.clone(),
     };
     let user = identity.user.user_id.clone();
@@ -263,6 +263,7 @@ async fn run(
     }
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    let mut batch = Vec::new();
     while ok {
         tokio::select! {
             _ = control.token.cancelled() => break,
@@ -270,19 +271,21 @@ async fn run(
             _ = keepalive.tick() => {
                 ok = send(&body, &control, Bytes::from_static(b": keepalive\n\n")).await;
             }
-            item = rx.recv() => {
-                let Some(item) = item else { break };
-                let frames = match item {
-                    Outbound::Frame(f) => vec![f],
-                    Outbound::Batch(fs) => fs,
-                    // Only the echo endpoint queues binary frames.
-                    Outbound::Binary(_) => continue,
-                };
-                for f in frames {
-                    if let Some(event) = to_event(&f, &mut cursor) {
-                        if !send(&body, &control, event).await {
-                            ok = false;
-                            break;
+            more = queue.take(&mut batch) => {
+                if !more { break }
+                'items: for item in batch.drain(..) {
+                    let frames = match item {
+                        Outbound::Frame(f) => vec![f],
+                        Outbound::Batch(fs) => fs,
+                        // Only the echo endpoint queues binary frames.
+                        Outbound::Binary(_) => continue,
+                    };
+                    for f in frames {
+                        if let Some(event) = to_event(&f, &mut cursor) {
+                            if !send(&body, &control, event).await {
+                                ok = false;
+                                break 'items;
+                            }
                         }
                     }
                 }
@@ -300,6 +303,7 @@ async fn run(
     if control.code() == Some(wsgate_protocol::CloseCode::TryAgainLater.code()) {
         node.metrics.slow_consumer_closes.inc();
     }
+    queue.close();
     node.metrics.connections_active.dec();
     drop(slot);
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -15,7 +14,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsgate_protocol::server::stored_room_id;
 use wsgate_protocol::{CloseCode, MessageId};
 
-use crate::handle::{Control, Outbound, ABNORMAL};
+use crate::handle::{Control, Outbound, Queue, ABNORMAL};
 
 /// How long the close frame may take to go out. A slow consumer's close frame sits
 /// behind everything already in the socket buffers, so it goes out only once the
@@ -25,7 +24,7 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the writer needs besides the socket.
 pub struct WriterParams {
     /// The session's queue.
-    pub rx: mpsc::Receiver<Outbound>,
+    pub queue: Arc<Queue>,
     /// Shared end-of-session state.
     pub control: Arc<Control>,
     /// Ping interval; a peer silent for two of them is dropped.
@@ -59,7 +58,7 @@ fn track(delivered: &mut Delivered, frame: &Utf8Bytes) {
 }
 
 /// Runs the writer until the session ends. Returns the close code it sent.
-pub async fn run_writer<S>(mut sink: S, mut p: WriterParams) -> WriterOutcome
+pub async fn run_writer<S>(mut sink: S, p: WriterParams) -> WriterOutcome
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
@@ -73,29 +72,37 @@ where
         tokio::time::Instant::now() + left
     });
     let token = p.control.token.clone();
+    // Created once: a fresh `cancelled()` future per loop turn costs a lock and a
+    // registration with the token on every burst.
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     let mut delivered = Delivered::new();
+    let mut batch: Vec<Outbound> = Vec::new();
     loop {
         tokio::select! {
             biased;
-            _ = token.cancelled() => break,
-            item = p.rx.recv() => {
-                let Some(item) = item else { break };
+            _ = &mut cancelled => break,
+            more = p.queue.take(&mut batch) => {
+                if !more { break }
                 let burst = async {
-                    feed(&mut sink, item, &mut delivered).await?;
-                    while let Ok(item) = p.rx.try_recv() {
+                    for item in batch.drain(..) {
                         feed(&mut sink, item, &mut delivered).await?;
                     }
                     sink.flush().await
                 };
                 let res = tokio::select! {
                     r = burst => r,
-                    _ = token.cancelled() => break,
+                    _ = &mut cancelled => break,
                 };
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "write failed");
                     // The socket is gone; nothing more can be written.
                     p.control.vanish();
+                    p.queue.close();
                     return (ABNORMAL, delivered);
+                }
+                if batch.capacity() > 64 {
+                    batch = Vec::new();
                 }
             }
             _ = ticker.tick() => {
@@ -105,6 +112,7 @@ where
                     // The peer is presumed dead: drop the connection without a close
                     // handshake (the client sees 1006 and reconnects).
                     p.control.vanish();
+                    p.queue.close();
                     return (ABNORMAL, delivered);
                 }
                 let ping = async {
@@ -113,10 +121,11 @@ where
                 };
                 let res = tokio::select! {
                     r = ping => r,
-                    _ = token.cancelled() => break,
+                    _ = &mut cancelled => break,
                 };
                 if res.is_err() {
                     p.control.vanish();
+                    p.queue.close();
                     return (ABNORMAL, delivered);
                 }
             }
@@ -126,6 +135,7 @@ where
             }
         }
     }
+    drop(batch);
     // Boxed: the close sequence is a large future that an idle session's writer task
     // would otherwise carry all its life.
     let code = Box::pin(finish(sink, p, &mut delivered)).await;
@@ -160,10 +170,12 @@ where
 }
 
 /// Writes what the end of the session calls for, then the close frame.
-async fn finish<S>(mut sink: S, mut p: WriterParams, delivered: &mut Delivered) -> u16
+async fn finish<S>(mut sink: S, p: WriterParams, delivered: &mut Delivered) -> u16
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
+    // Producers are refused from now on; what they queued is written only at shutdown.
+    p.queue.close();
     let code = match p.control.code() {
         Some(ABNORMAL) => return ABNORMAL,
         // The peer closed: tungstenite has queued its close reply; flush it.
@@ -175,8 +187,9 @@ where
         None => {
             // Shutdown: drain what is queued, up to the deadline, then 1001.
             let drain = async {
-                p.rx.close();
-                while let Some(item) = p.rx.recv().await {
+                let mut rest = Vec::new();
+                p.queue.take_now(&mut rest);
+                for item in rest {
                     feed(&mut sink, item, delivered).await?;
                 }
                 sink.flush().await
