@@ -47,6 +47,11 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "fuzzing: every cargo fuzz target for a minute (crashes fail the run)"
+# Without AddressSanitizer: our crates forbid `unsafe`, and the ASan build alone takes
+# ~8 minutes on 2 cores. `tests/fuzz/run.sh` on its own builds with ASan.
+FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" FUZZ_SECONDS="${FUZZ_SECONDS:-60}" tests/fuzz/run.sh
+
 step "RFC 6455 conformance: Autobahn|Testsuite against the echo endpoint"
 WSGATE_BIN="$root/target/debug/wsgate" tests/autobahn/run.sh
 

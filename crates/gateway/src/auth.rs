@@ -134,13 +134,18 @@ impl Authenticator {
                     .name
                     .filter(|n| names::valid_username(n))
                     .unwrap_or_else(|| c.sub.clone());
+                // An `exp` past what the clock can represent is refused, not a panic
+                // (found by fuzzing).
+                let expires_at = UNIX_EPOCH
+                    .checked_add(Duration::from_secs(c.exp))
+                    .ok_or(AuthError::Invalid)?;
                 Ok(Identity {
                     user: Member {
                         user_id: c.sub,
                         username,
                     },
                     grants: Some(c.rooms.unwrap_or_default()),
-                    expires_at: Some(UNIX_EPOCH + Duration::from_secs(c.exp)),
+                    expires_at: Some(expires_at),
                 })
             }
             None => {

@@ -66,9 +66,11 @@ where
         tokio::time::interval_at(tokio::time::Instant::now() + p.heartbeat, p.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let expiry = p.expires_at.map(|at| {
+        // Capped: a token valid for centuries must not overflow the timer.
         let left = at
             .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(365 * 24 * 3600));
         tokio::time::Instant::now() + left
     });
     let token = p.control.token.clone();
