@@ -467,6 +467,12 @@ impl Session {
             recovered,
         };
         head.push(Utf8Bytes::from(joined.encode()));
+        if first {
+            // Published before `joined` is queued: the session's own arrival reaches
+            // it right after `joined` (held while the join is pending), and before
+            // anything another client does once it has seen `joined`.
+            self.presence(&room, PresenceEvent::Join).await;
+        }
         if node
             .hub
             .finish_join(&room, self.handle.id, head, seen)
@@ -476,9 +482,6 @@ impl Session {
             node.metrics.frames_out("joined", 1);
         }
         self.rooms.insert(room.clone(), joined_at);
-        if first {
-            self.presence(&room, PresenceEvent::Join).await;
-        }
         Ok(())
     }
 
