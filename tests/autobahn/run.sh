@@ -2,6 +2,7 @@
 # RFC 6455 conformance of wsgate with Autobahn|Testsuite (`wstest -m fuzzingclient`).
 #
 #   tests/autobahn/run.sh            # from anywhere; uses target/debug/wsgate
+#   tests/autobahn/run.sh --install-only   # steps 1 and 2 only (tests/provision.sh)
 #   WSGATE_BIN=target/release/wsgate tests/autobahn/run.sh
 #
 # What it does, by itself, on a clean machine (root, apt-get and PyPI reachable):
@@ -168,6 +169,7 @@ else
     log "installed the suite in $(( $(now) - t_inst )) s"
 fi
 "$env_dir/bin/wstest" -a 2>/dev/null | sed 's/^/[autobahn] /' >&2 || true
+[ "${1:-}" = --install-only ] && exit 0
 
 # --- 3. the gateway ---------------------------------------------------------------------
 

@@ -4,6 +4,8 @@
 # script starts and stops itself. Run as root on Debian 12 from anywhere:
 #
 #     tests/docker/compose_test.sh
+#     tests/docker/compose_test.sh --prepare-only   # steps 1 and the base tarball of 3, no engine
+#     WSGATE_DOCKER_BIN=target/debug/wsgate tests/docker/compose_test.sh   # package that binary
 #
 # What it does:
 #  1. Installs what it needs with apt-get (docker.io, docker-compose (v1), debootstrap,
@@ -16,7 +18,9 @@
 #     then the substitutes for the names the compose file uses (redis:7-bookworm and
 #     nginx:1.26-bookworm from Debian's packages), a client image, and wsgate:latest: the
 #     `runtime-base` stage of deploy/Dockerfile plus the same one COPY as its final stage,
-#     of a binary built on the host (`cargo build --release -p wsgate-gateway`). The
+#     of a binary built on the host: $WSGATE_DOCKER_BIN when set (the test command passes
+#     the debug build it already made, so the dependency graph is not compiled a second
+#     time), else `cargo build --release -p wsgate-gateway`. The
 #     Dockerfile's Rust builder stage needs a `rust:*-bookworm` image, which cannot be
 #     pulled here; WSGATE_DOCKER_FULL_BUILD=1 builds one from the host's toolchain and
 #     the whole Dockerfile instead (slower: about 1.5 GB and a cold release build).
@@ -36,6 +40,9 @@
 # passing run's). The caches (base tarball, images, Compose plugin: about 0.7 GB) stay in
 # target/docker-test; `rm -rf target/docker-test` drops them (no engine runs afterwards).
 set -Eeuo pipefail
+
+prepare_only=0
+[ "${1:-}" = --prepare-only ] && prepare_only=1
 
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -141,6 +148,11 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    if [ "$prepare_only" = 1 ]; then
+        [ "$rc" -eq 0 ] && [ "$failed" -eq 0 ] && exit 0
+        echo "prepare failed; logs: $logs" >&2
+        exit 1
+    fi
     log "cleanup"
     if [ "$engine_up" = 1 ] && [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
         for p in "$project" "$v1_project"; do
@@ -234,6 +246,47 @@ fi
 docker compose version >/dev/null 2>&1 || die "docker compose (v2 plugin) runs"
 log "$(docker --version); $(docker compose version); $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose v1 /')"
 
+# The Debian base image, as a tarball: made without the engine (cached).
+mirror=$("$PY" - <<'EOF'
+import glob, re
+uris = []
+for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+    try:
+        for line in open(f):
+            m = re.match(r"\s*deb\s+(\[[^\]]*\]\s+)?(\S+)\s+bookworm(\s|$)", line)
+            if m:
+                uris.append(m.group(2))
+    except OSError:
+        pass
+for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for stanza in open(f).read().split("\n\n"):
+        fields = dict(
+            (k.strip().lower(), v.strip())
+            for k, v in (l.split(":", 1) for l in stanza.splitlines() if ":" in l and not l.startswith("#"))
+        )
+        if "bookworm" in fields.get("suites", "").split() and "deb" in fields.get("types", "").split():
+            uris += fields.get("uris", "").split()
+print(uris[0] if uris else "http://deb.debian.org/debian")
+EOF
+)
+base_tar=$work/cache/bookworm-minbase.tar
+if ! [ -s "$base_tar" ]; then
+    log "debootstrap bookworm from $mirror (about 1-2 minutes, cached afterwards)"
+    rm -rf "$work/rootfs.tmp"
+    timeout 600 debootstrap --variant=minbase bookworm "$work/rootfs.tmp" "$mirror" \
+        > "$logs/debootstrap.log" 2>&1 || die "debootstrap" "see $logs/debootstrap.log"
+    # As Docker's Debian images: no service starts inside a build; no package caches.
+    printf '#!/bin/sh\nexit 101\n' > "$work/rootfs.tmp/usr/sbin/policy-rc.d"
+    chmod 0755 "$work/rootfs.tmp/usr/sbin/policy-rc.d"
+    rm -rf "$work/rootfs.tmp"/var/cache/apt/archives/*.deb "$work/rootfs.tmp"/var/lib/apt/lists/*
+    tar --numeric-owner -C "$work/rootfs.tmp" -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
+    rm -rf "$work/rootfs.tmp"
+fi
+if [ "$prepare_only" = 1 ]; then
+    log "prepared: tools, Compose plugin, $base_tar ($((SECONDS - t_start))s)"
+    exit 0
+fi
+
 # --- 2. the engine -----------------------------------------------------------------------
 if pgrep -x dockerd >/dev/null; then
     die "no other Docker engine is running" "this test starts its own (docker0 and the iptables chains would be shared)"
@@ -263,42 +316,7 @@ for id in $(docker network ls -q --filter type=custom); do docker network rm "$i
 log "dockerd $dockerd_pid up"
 
 # --- 3. images ---------------------------------------------------------------------------
-mirror=$("$PY" - <<'EOF'
-import glob, re
-uris = []
-for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
-    try:
-        for line in open(f):
-            m = re.match(r"\s*deb\s+(\[[^\]]*\]\s+)?(\S+)\s+bookworm(\s|$)", line)
-            if m:
-                uris.append(m.group(2))
-    except OSError:
-        pass
-for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-    for stanza in open(f).read().split("\n\n"):
-        fields = dict(
-            (k.strip().lower(), v.strip())
-            for k, v in (l.split(":", 1) for l in stanza.splitlines() if ":" in l and not l.startswith("#"))
-        )
-        if "bookworm" in fields.get("suites", "").split() and "deb" in fields.get("types", "").split():
-            uris += fields.get("uris", "").split()
-print(uris[0] if uris else "http://deb.debian.org/debian")
-EOF
-)
-base_tar=$work/cache/bookworm-minbase.tar
 if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
-    if ! [ -s "$base_tar" ]; then
-        log "debootstrap bookworm from $mirror (about 1-2 minutes, cached afterwards)"
-        rm -rf "$work/rootfs.tmp"
-        timeout 600 debootstrap --variant=minbase bookworm "$work/rootfs.tmp" "$mirror" \
-            > "$logs/debootstrap.log" 2>&1 || die "debootstrap" "see $logs/debootstrap.log"
-        # As Docker's Debian images: no service starts inside a build; no package caches.
-        printf '#!/bin/sh\nexit 101\n' > "$work/rootfs.tmp/usr/sbin/policy-rc.d"
-        chmod 0755 "$work/rootfs.tmp/usr/sbin/policy-rc.d"
-        rm -rf "$work/rootfs.tmp"/var/cache/apt/archives/*.deb "$work/rootfs.tmp"/var/lib/apt/lists/*
-        tar --numeric-owner -C "$work/rootfs.tmp" -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
-        rm -rf "$work/rootfs.tmp"
-    fi
     log "docker import debian:bookworm-slim"
     docker import -c 'CMD ["bash"]' "$base_tar" debian:bookworm-slim > /dev/null
     docker tag debian:bookworm-slim debian:bookworm
@@ -358,15 +376,21 @@ EOF
     timeout 1800 docker build -t wsgate:latest -f deploy/Dockerfile . > "$logs/build-wsgate.log" 2>&1 \
         || die "docker build -f deploy/Dockerfile ." "see $logs/build-wsgate.log"
 else
-    log "cargo build --release -p wsgate-gateway (host)"
-    timeout 900 cargo build --release --locked -p wsgate-gateway --bin wsgate > "$logs/cargo.log" 2>&1 \
-        || die "cargo build --release -p wsgate-gateway" "see $logs/cargo.log"
+    host_bin=${WSGATE_DOCKER_BIN:-}
+    if [ -z "$host_bin" ]; then
+        log "cargo build --release -p wsgate-gateway (host)"
+        timeout 900 cargo build --release --locked -p wsgate-gateway --bin wsgate > "$logs/cargo.log" 2>&1 \
+            || die "cargo build --release -p wsgate-gateway" "see $logs/cargo.log"
+        host_bin=target/release/wsgate
+    fi
+    [ -x "$host_bin" ] || die "the binary to package exists" "$host_bin"
+    log "packaging $host_bin"
     log "wsgate:latest = deploy/Dockerfile --target runtime-base + the host binary"
     timeout 300 docker build -q -f deploy/Dockerfile --target runtime-base -t wsgate-runtime-base:test . \
         >> "$logs/build.log" 2>&1 || die "docker build -f deploy/Dockerfile --target runtime-base ." "see $logs/build.log"
     bctx=$work/bin-ctx
     rm -rf "$bctx" && mkdir -p "$bctx"
-    cp target/release/wsgate "$bctx/wsgate"
+    cp "$host_bin" "$bctx/wsgate"
     # The final stage of deploy/Dockerfile, with the binary from the host instead of the builder.
     printf 'FROM wsgate-runtime-base:test\nCOPY wsgate /usr/local/bin/wsgate\n' |
         timeout 300 docker build -q -t wsgate:latest -f - "$bctx" >> "$logs/build.log" 2>&1 \

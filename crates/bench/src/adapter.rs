@@ -13,22 +13,12 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::conn::{self, ConnError, Endpoint, Ws};
-
-/// Which server the bench talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Target {
-    /// The wsgate protocol (`/ws`, JSON frames).
-    Wsgate,
-    /// Socket.IO 4 over a WebSocket (the peer server in crates/bench/peers).
-    Socketio,
-}
+pub(crate) use crate::target::Target;
 
 /// The answer to a join.
 #[derive(Debug, Default, Clone)]

@@ -9,7 +9,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::adapter::Target;
+use crate::target::Target;
 
 /// A client WebSocket over plain TCP.
 pub(crate) type Ws = WebSocketStream<TcpStream>;

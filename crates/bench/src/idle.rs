@@ -309,7 +309,7 @@ pub(crate) async fn worker(a: WorkerArgs) -> anyhow::Result<Value> {
     let timeout = c.connect_timeout;
     let rooms = a.rooms.max(1);
     let shared = std::sync::Arc::new(Shared::default());
-    let chunk = crate::fanout::per_task(a.count, 0);
+    let chunk = crate::fleet::per_task(a.count, 0);
     let mut results = futures_util::stream::iter(0..a.count)
         .map(|i| {
             let k = a.offset + i;

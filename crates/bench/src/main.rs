@@ -5,6 +5,7 @@ mod churn;
 mod cli;
 mod conn;
 mod fanout;
+mod fleet;
 mod idle;
 mod progress;
 mod publisher;
@@ -15,6 +16,7 @@ mod stats;
 mod storm;
 mod sub;
 mod sys;
+mod target;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::adapter::{self, Target};
 use crate::cli::RoomsArgs;
 use crate::conn::{self, Ws};
-use crate::fanout::connect_many;
+use crate::fleet::connect_many;
 use crate::progress;
 use crate::publisher::Failure;
 use crate::report::Meta;
@@ -302,7 +302,7 @@ pub(crate) async fn rooms(a: RoomsArgs, meta: Meta) -> anyhow::Result<Value> {
     let warm = (a.warmup.as_secs_f64() * a.member_rate).round() as u64;
     let meas = (a.duration.as_secs_f64() * a.member_rate).round().max(1.0) as u64;
     let t0 = stamp::now_ns() + 100_000_000;
-    let rooms_per_task = (crate::fanout::per_task(n, 0) / k).max(1);
+    let rooms_per_task = (crate::fleet::per_task(n, 0) / k).max(1);
     let max_lag_us = Arc::new(AtomicU64::new(0));
     let mut groups = Vec::new();
     let mut it = conns.into_iter().enumerate().peekable();

@@ -1,31 +1,53 @@
-//! The broker: how gateway nodes share rooms, history and presence.
+//! The broker: how gateway nodes share rooms, history, presence and per-user state.
 //!
 //! # Layout
 //!
-//! - [`broker`]: the [`Broker`] trait, the contract every implementation keeps
-//!   (node-level subscribe/unsubscribe, publish that returns the message id, history
-//!   and exact recovery, presence, typing), and the types it speaks in.
-//! - [`memory`]: [`MemoryBroker`], the embedded broker of a single node.
-//! - [`redis`]: [`RedisBroker`], the cluster broker: Pub/Sub for fan-out, Streams for
-//!   history, hashes for presence; [`keys`] names every key and channel it uses, and
-//!   [`scripts`] holds its Lua scripts.
-//! - [`error`]: the crate's [`Error`].
+//! One narrow trait per concern, each with its embedded (memory) and Redis
+//! implementation beside it, held to one conformance suite (`tests/conformance`):
+//!
+//! | concern | trait | memory | Redis |
+//! |---|---|---|---|
+//! | publishing, subscriptions, history | [`broker`] | [`broker_memory`] | [`broker_redis`] |
+//! | presence and typing | [`presence`] | [`presence_memory`] | [`presence_redis`] |
+//! | notifications, saved session state | [`inbox`] | [`inbox_memory`] | [`inbox_redis`] |
+//! | the node registry | [`registry`] | [`registry_memory`] | [`registry_redis`] |
+//!
+//! [`backend::Backend`] builds the four together over one store. What they share:
+//! in memory, [`bus`] (the in-process Pub/Sub); in Redis, [`redis_link`] (the command
+//! connection and settings) and [`redis_pubsub`] (the node's one Pub/Sub connection),
+//! with every key in [`keys`] and every script in [`scripts`]. [`envelope`] marks a
+//! user-channel frame that one session must skip; [`error`] is the crate's [`Error`].
 //!
 //! Inbound traffic (what other publishers sent on channels this node subscribed to)
-//! arrives as [`BrokerEvent`]s through one channel handed to the broker when it is
+//! arrives as [`BrokerEvent`]s through one channel handed over when the backend is
 //! built, so the gateway has one place where fan-out starts.
 
+pub mod backend;
 pub mod broker;
+pub mod broker_memory;
+pub mod broker_redis;
+pub mod bus;
+pub mod envelope;
 pub mod error;
+pub mod inbox;
+pub mod inbox_memory;
+pub mod inbox_redis;
 pub mod keys;
-pub mod memory;
-pub mod redis;
+pub mod presence;
+pub mod presence_memory;
+pub mod presence_redis;
+pub mod redis_link;
+pub mod redis_pubsub;
+pub mod registry;
+pub mod registry_memory;
+pub mod registry_redis;
 pub mod scripts;
 
-pub use broker::{
-    open_envelope, skip_envelope, Broker, BrokerEvent, Channel, ClusterStats, NodeReport, Replay,
-    RoomState, SessionRef,
-};
+pub use backend::Backend;
+pub use broker::{Broker, BrokerEvent, Channel, Replay, RoomState};
+pub use envelope::{open_envelope, skip_envelope};
 pub use error::{Error, Result};
-pub use memory::MemoryBroker;
-pub use redis::{RedisBroker, RedisSettings};
+pub use inbox::Inbox;
+pub use presence::{Presence, SessionRef};
+pub use redis_link::RedisSettings;
+pub use registry::{ClusterStats, NodeReport, Registry};

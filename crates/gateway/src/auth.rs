@@ -7,6 +7,8 @@ use serde::Deserialize;
 use wsgate_protocol::names;
 use wsgate_protocol::server::Member;
 
+use crate::reserved::SYSTEM_ROOM;
+
 /// The identity of one connection.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -21,7 +23,7 @@ pub struct Identity {
 impl Identity {
     /// Whether this identity may join (and read) `room`, given the private prefix.
     pub fn may_enter(&self, room: &str, private_prefix: &str) -> bool {
-        if room == crate::node::SYSTEM_ROOM {
+        if room == SYSTEM_ROOM {
             // The dashboard's room: granted by a token's `rooms` claim; open in
             // development mode, where there are no tokens.
             return self

@@ -14,9 +14,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 use wsgate_protocol::CloseCode;
 
-use crate::handle::{Control, Outbound, Queue};
-use crate::node::{Node, Slot};
-use crate::session::{await_close_reply, end_on_read_error};
+use crate::lifecycle::Lifetime;
+use crate::node::Node;
+use crate::queue::Outbound;
+use crate::slot::Slot;
+use crate::socket::{await_close_reply, end_on_read_error};
 use crate::writer::{run_writer, WriterParams};
 
 /// Serves one upgraded echo connection until it ends.
@@ -35,11 +37,13 @@ where
 {
     let span = tracing::debug_span!("echo");
     async move {
-        node.metrics.connections_total.inc();
-        node.metrics.connections_active.inc();
+        let key = uuid::Uuid::new_v4().to_string();
+        let lifetime = Lifetime::open(&node, slot, &key);
+        let (queue, control) = (
+            lifetime.handle.queue.clone(),
+            lifetime.handle.control.clone(),
+        );
         let (sink, mut stream) = ws.split();
-        let queue = Queue::new(node.config.send_queue);
-        let control = Arc::new(Control::new(node.root.child_token()));
         let epoch = Instant::now();
         let last_seen = Arc::new(AtomicU64::new(0));
         let writer = node.tracker.spawn(
@@ -92,9 +96,7 @@ where
         }
         let (code, _) = writer.await.unwrap_or((1011, Vec::new()));
         await_close_reply(&mut stream, code).await;
-        node.metrics.close(code);
-        node.metrics.connections_active.dec();
-        drop(slot);
+        lifetime.close(Some(code));
         tracing::debug!(code, "echo closed");
     }
     .instrument(span)

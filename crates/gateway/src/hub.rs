@@ -13,7 +13,8 @@ use wsgate_broker::Channel;
 use wsgate_protocol::server::frame_id;
 use wsgate_protocol::MessageId;
 
-use crate::handle::{Outbound, SessionHandle, SlowConsumer};
+use crate::handle::{SessionHandle, SlowConsumer};
+use crate::queue::Outbound;
 
 /// Local sessions by room and by user.
 #[derive(Default)]
@@ -254,7 +255,8 @@ mod tests {
     use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
 
-    use crate::handle::{Control, Queue};
+    use crate::handle::Control;
+    use crate::queue::Queue;
 
     /// The consumer side of a session's queue, as the tests read it.
     struct Rx(Arc<Queue>);

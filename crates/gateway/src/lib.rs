@@ -2,36 +2,55 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: flags with `WSGATE_*` environment fallbacks.
-//! - [`server`]: the listener, the accept loop and graceful shutdown.
-//! - [`node`]: [`node::Node`], the composition root every task shares, and the
-//!   dispatcher that fans broker events out.
-//! - [`http`]: routing of plain HTTP (health, readiness, stats, metrics, CORS).
-//! - [`api`]: the back-end HTTP API (publish, notifications); [`sse`]: Server-Sent
-//!   Events for one-way consumers.
-//! - [`upgrade`]: the `/ws` handshake and the `WebSocketConfig`.
-//! - [`proxy`]: the client address behind trusted proxies.
-//! - [`auth`]: identities from HS256 tokens or development query parameters.
-//! - [`session`]: one connection's reader loop and the commands it serves;
-//!   [`writer`]: its writer task; [`handle`]: what others hold of it.
-//! - [`hub`]: local sessions by room and user, and the fan-out itself.
-//! - [`subscriptions`]: node-level broker subscriptions with deferred release.
-//! - [`ratelimit`], [`metrics`]: per-connection rate limits and Prometheus metrics.
+//! The route of a room message, top to bottom (each file's first line says where it
+//! sits):
+//!
+//! - [`server`]: the listener, the accept loop and graceful shutdown; it starts the
+//!   node's background tasks: [`dispatch`] (broker events → the hub), [`heartbeat`]
+//!   (the cluster registry) and [`stats_room`] (the dashboard's feed).
+//! - [`router`]: every HTTP request to its handler: [`upgrade`] (the `/ws` handshake),
+//!   [`sse`] (`/events`), [`api`] (the back-end API), [`health`] (`/readyz`,
+//!   `/api/stats`), [`assets`] (the demo pages and `client.js`).
+//! - [`session`]: one `/ws` connection: its read loop and its commands, one group per
+//!   file; [`echo`] is the echo endpoint on the same socket code ([`socket`]).
+//! - Shared by every kind of session: [`lifecycle`] (open and close), [`join`] (join
+//!   with catch-up and rollback), [`writer`] (the socket writer task).
+//! - [`node`]: [`node::Node`], the composition root every task shares: config, the
+//!   broker's four concerns, [`hub`] (local sessions by room and user, and the
+//!   fan-out), [`subscriptions`] (node-level broker subscriptions), [`slot`]
+//!   (connection limits), [`metrics`], [`auth`].
+//! - Leaves: [`handle`] and [`queue`] (what the hub holds of a session), [`config`],
+//!   [`response`] and [`query`] (HTTP building blocks), [`proxy`] (client addresses),
+//!   [`ratelimit`], [`clock`], [`reserved`] (room names with a meaning).
 
 pub mod api;
+pub mod assets;
 pub mod auth;
+pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod echo;
 pub mod handle;
-pub mod http;
+pub mod health;
+pub mod heartbeat;
 pub mod hub;
+pub mod join;
+pub mod lifecycle;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
+pub mod query;
+pub mod queue;
 pub mod ratelimit;
+pub mod reserved;
+pub mod response;
+pub mod router;
 pub mod server;
 pub mod session;
+pub mod slot;
+pub mod socket;
 pub mod sse;
+pub mod stats_room;
 pub mod subscriptions;
 pub mod upgrade;
 pub mod writer;

@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify, Semaphore};
-use wsgate_broker::{Broker, Channel, MemoryBroker, RedisBroker, RedisSettings};
+use wsgate_broker::{Backend, Channel, RedisSettings};
 
 use crate::config::Config;
 use crate::node::Node;
@@ -36,9 +36,9 @@ impl Server {
         config.validate().map_err(anyhow::Error::msg)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let node_id = config.resolved_node_id();
-        let broker: Arc<dyn Broker> = match &config.redis_url {
-            None => Arc::new(MemoryBroker::new(config.history_len, events_tx)),
-            Some(url) => Arc::new(RedisBroker::connect(
+        let backend = match &config.redis_url {
+            None => Backend::memory(config.history_len, events_tx),
+            Some(url) => Backend::redis(
                 RedisSettings {
                     url: url.clone(),
                     prefix: config.redis_prefix.clone(),
@@ -48,19 +48,19 @@ impl Server {
                     heartbeat: Duration::from_millis(config.heartbeat_ms),
                 },
                 events_tx,
-            )?),
+            )?,
         };
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let node = Node::new(config, node_id, broker);
-        tokio::spawn(node.clone().run_dispatcher(events_rx));
+        let node = Node::new(config, node_id, backend);
+        tokio::spawn(crate::dispatch::run(node.clone(), events_rx));
         if let Err(e) = node.subs.ensure(&Channel::Broadcast).await {
             // Redis down at start: the node serves anyway (not ready), and the broker
             // subscribes the broadcast channel as soon as it connects.
             tracing::warn!(error = %e, "broker not reachable at start; retrying in the background");
         }
-        tokio::spawn(node.clone().run_heartbeat());
-        tokio::spawn(node.clone().run_stats());
+        tokio::spawn(crate::heartbeat::run(node.clone()));
+        tokio::spawn(crate::stats_room::run(node.clone()));
         Ok(Server {
             node,
             local_addr,
@@ -84,10 +84,7 @@ impl Server {
             _ = &mut accept => {}
             _ = shutdown => {}
         }
-        tracing::info!(
-            active = node.active.load(Ordering::Acquire),
-            "shutting down: draining sessions"
-        );
+        tracing::info!(active = node.active(), "shutting down: draining sessions");
         // Draining: `/readyz` answers 503 and new handshakes get 503 + Retry-After (a
         // proxy moves on to the next upstream) while every session gets its queued
         // frames and then 1001. The listener stays open until the drain ends, so load
@@ -107,7 +104,7 @@ impl Server {
                 "shutdown deadline reached with sessions still open"
             );
         }
-        if let Err(e) = node.broker.deregister().await {
+        if let Err(e) = node.registry.deregister().await {
             tracing::warn!(error = %e, "could not deregister from the cluster");
         }
         tracing::info!("shutdown complete");
@@ -168,7 +165,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                     first_request.notify_one();
                     // The TCP peer, for the client address behind trusted proxies.
                     req.extensions_mut().insert(peer);
-                    crate::http::route(node.clone(), req)
+                    crate::router::route(node.clone(), req)
                 })
             };
             let conn = http1::Builder::new()

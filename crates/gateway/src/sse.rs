@@ -2,10 +2,10 @@
 //!
 //! An SSE stream is a session without a reader: it is registered with the hub like a
 //! WebSocket session (same queue bound, same slow-consumer rule, same connection
-//! limit) and its writer turns frames into named events. Every event's `id:` is a
-//! cursor over all the stream's rooms (`a=ID;b=ID`), so a reconnect with
-//! `Last-Event-ID` resumes every room exactly; where history no longer reaches, a
-//! `reset` event for that room comes first.
+//! limit, the same join with catch-up) and its body task turns frames into named
+//! events ([`wsgate_protocol::sse`]). Every event's `id:` is a cursor over all the
+//! stream's rooms (`a=ID;b=ID`), so a reconnect with `Last-Event-ID` resumes every room
+//! exactly; where history no longer reaches, a `reset` event for that room comes first.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,13 +19,19 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsgate_broker::Channel;
 use wsgate_protocol::names;
-use wsgate_protocol::server::{frame_type, stored_room_id};
+use wsgate_protocol::server::ServerFrame;
+use wsgate_protocol::sse::{self, Cursor};
 use wsgate_protocol::MessageId;
 
 use crate::auth::{AuthError, Identity};
-use crate::handle::{Control, Outbound, Queue, SessionHandle};
-use crate::http::{error_response, Body};
-use crate::node::{Node, Slot};
+use crate::handle::Control;
+use crate::join::RoomJoin;
+use crate::lifecycle::Lifetime;
+use crate::node::Node;
+use crate::query::Query;
+use crate::queue::Outbound;
+use crate::response::{error_response, method_not_allowed, Body};
+use crate::slot::Slot;
 
 /// A keep-alive comment is sent this often.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -34,38 +40,10 @@ const BODY_BUFFER: usize = 32;
 /// The `retry:` the stream opens with, in ms.
 const RETRY_MS: u64 = 3000;
 
-/// The event names an SSE stream carries; other frames are not sent.
-const EVENTS: [&str; 5] = ["message", "publish", "broadcast", "notification", "reset"];
-
-/// Parses a cursor `a=ID;b=ID` (unknown or malformed parts are ignored).
-pub fn parse_cursor(s: &str) -> Vec<(String, MessageId)> {
-    s.split(';')
-        .filter_map(|part| {
-            let (room, id) = part.trim().split_once('=')?;
-            let id = id.parse().ok()?;
-            names::valid_room(room).then(|| (room.to_owned(), id))
-        })
-        .collect()
-}
-
-/// Formats a cursor over `rooms`.
-pub fn format_cursor(cursor: &[(String, MessageId)]) -> String {
-    let mut out = String::new();
-    for (i, (room, id)) in cursor.iter().enumerate() {
-        if i > 0 {
-            out.push(';');
-        }
-        out.push_str(room);
-        out.push('=');
-        out.push_str(&id.to_string());
-    }
-    out
-}
-
 /// `GET /events`.
 pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
     if req.method() != Method::GET {
-        return crate::http::method_not_allowed("GET", "use GET");
+        return method_not_allowed("GET", "use GET");
     }
     let headers = req.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -76,7 +54,7 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
             "this origin is not allowed",
         );
     }
-    let query = crate::http::Query::of(req.uri());
+    let query = Query::of(req.uri());
     let param = |k: &str| query.get(k);
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -129,7 +107,7 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or_else(|| param("last_event_id"))
-        .map(parse_cursor)
+        .map(Cursor::parse)
         .unwrap_or_default();
     let unavailable = |msg: &str| {
         let mut res = error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg);
@@ -144,7 +122,7 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
         .extensions()
         .get::<std::net::SocketAddr>()
         .map(|peer| crate::proxy::client_ip(peer.ip(), headers, &node.config.trusted_proxies));
-    let slot = match node.reserve_slot(client) {
+    let slot = match node.capacity.reserve(client) {
         Ok(slot) => slot,
         Err(refused) => return refused.response(),
     };
@@ -176,76 +154,26 @@ async fn run(
     node: Arc<Node>,
     identity: Identity,
     rooms: Vec<String>,
-    resume: Vec<(String, MessageId)>,
+    resume: Cursor,
     body: mpsc::Sender<Bytes>,
     slot: Slot,
 ) {
-    node.metrics.connections_total.inc();
-    node.metrics.connections_active.inc();
-    let queue = Queue::new(node.config.send_queue);
     let key = uuid::Uuid::new_v4().to_string();
-    let control = Arc::new(Control::new(node.root.child_token()));
-    let handle = SessionHandle {
-        id: node.next_session_id(),
-        key: Arc::from(key.as_str()),
-        queue: queue.clone(),
-        control: control.clone(),
-    };
+    let lifetime = Lifetime::open(&node, slot, &key);
+    let handle = lifetime.handle.clone();
     let user = identity.user.user_id.clone();
     if node.hub.register(&user, &handle) {
         let _ = node.subs.ensure(&Channel::User(user.clone())).await;
     }
-    let mut cursor: Vec<(String, MessageId)> = Vec::with_capacity(rooms.len());
-    let mut ok = body
-        .send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
-        .await
-        .is_ok();
+    let mut cursor = Cursor::new();
+    let mut ok = body.send(Bytes::from(sse::retry(RETRY_MS))).await.is_ok();
     for room in &rooms {
         if !ok {
             break;
         }
-        node.hub.join(room, &handle, node.config.send_queue);
-        let since = resume.iter().find(|(r, _)| r == room).map(|(_, id)| *id);
-        let joined = async {
-            node.subs.ensure(&Channel::Room(room.clone())).await?;
-            match since {
-                Some(since) => {
-                    let replay = node.broker.replay(room, since).await?;
-                    let mut head = Vec::new();
-                    let start = if replay.complete {
-                        since
-                    } else {
-                        head.push(Utf8Bytes::from(format!(
-                            r#"{{"type":"reset","room":"{room}"}}"#
-                        )));
-                        MessageId::ZERO
-                    };
-                    let seen = replay
-                        .entries
-                        .last()
-                        .map(|(id, _)| *id)
-                        .unwrap_or(start)
-                        .max(start);
-                    head.extend(
-                        replay
-                            .entries
-                            .into_iter()
-                            .filter_map(|(_, f)| Utf8Bytes::try_from(f).ok()),
-                    );
-                    Ok::<_, wsgate_broker::Error>((head, Some(seen), start))
-                }
-                None => {
-                    let state = node.broker.room_state(room).await?;
-                    Ok((Vec::new(), None, state.last_id.unwrap_or(MessageId::ZERO)))
-                }
-            }
-        };
-        match joined.await {
-            Ok((head, seen, start)) => {
-                cursor.push((room.clone(), start));
-                if node.hub.finish_join(room, handle.id, head, seen).is_err() {
-                    ok = false;
-                }
+        match join(&node, &handle, room, resume.get(room)).await {
+            Ok(start) => {
+                cursor.set(room, start);
             }
             Err(e) => {
                 tracing::warn!(%room, error = %e, "sse subscription failed; closing the stream");
@@ -254,13 +182,9 @@ async fn run(
         }
     }
     if ok {
-        // An event with an id and no data sets the browser's Last-Event-ID without
-        // firing anything: a reconnect before any event still resumes every room.
-        ok = body
-            .send(Bytes::from(format!("id: {}\n\n", format_cursor(&cursor))))
-            .await
-            .is_ok();
+        ok = body.send(Bytes::from(sse::id_only(&cursor))).await.is_ok();
     }
+    let control = &handle.control;
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let mut batch = Vec::new();
@@ -269,9 +193,9 @@ async fn run(
             _ = control.token.cancelled() => break,
             _ = body.closed() => break,
             _ = keepalive.tick() => {
-                ok = send(&body, &control, Bytes::from_static(b": keepalive\n\n")).await;
+                ok = send(&body, control, Bytes::from_static(sse::KEEPALIVE.as_bytes())).await;
             }
-            more = queue.take(&mut batch) => {
+            more = handle.queue.take(&mut batch) => {
                 if !more { break }
                 'items: for item in batch.drain(..) {
                     let frames = match item {
@@ -281,8 +205,8 @@ async fn run(
                         Outbound::Binary(_) => continue,
                     };
                     for f in frames {
-                        if let Some(event) = to_event(&f, &mut cursor) {
-                            if !send(&body, &control, event).await {
+                        if let Some(event) = sse::event(f.as_str(), &mut cursor) {
+                            if !send(&body, control, Bytes::from(event)).await {
                                 ok = false;
                                 break 'items;
                             }
@@ -300,12 +224,43 @@ async fn run(
     if node.hub.unregister(&user, handle.id) {
         node.release_later(Channel::User(user));
     }
-    if control.code() == Some(wsgate_protocol::CloseCode::TryAgainLater.code()) {
-        node.metrics.slow_consumer_closes.inc();
-    }
-    queue.close();
-    node.metrics.connections_active.dec();
-    drop(slot);
+    lifetime.close(None);
+}
+
+/// Joins one room of the stream, resuming after `since` when the stream's cursor
+/// named the room. Returns where the room's part of the cursor starts: `since` when
+/// the replay is complete; `0-0` after a `reset`, when it is not.
+async fn join(
+    node: &Arc<Node>,
+    handle: &crate::handle::SessionHandle,
+    room: &str,
+    since: Option<MessageId>,
+) -> Result<MessageId, wsgate_broker::Error> {
+    let join = RoomJoin::start(node, handle, room).await?;
+    let catch_up = join.catch_up(since).await?;
+    let (head, start) = match since {
+        Some(since) => {
+            let mut head = Vec::with_capacity(catch_up.frames.len() + 1);
+            let start = if catch_up.complete {
+                since
+            } else {
+                let reset = ServerFrame::Reset {
+                    room: room.to_owned(),
+                };
+                head.push(Utf8Bytes::from(reset.encode()));
+                MessageId::ZERO
+            };
+            head.extend(catch_up.frames);
+            (head, start)
+        }
+        None => (
+            Vec::new(),
+            catch_up.state.last_id.unwrap_or(MessageId::ZERO),
+        ),
+    };
+    // A full queue closes the stream as a slow consumer; the loop notices.
+    let _ = join.finish(head, catch_up.seen);
+    Ok(start)
 }
 
 /// Sends one chunk unless the session ends first.
@@ -313,62 +268,5 @@ async fn send(body: &mpsc::Sender<Bytes>, control: &Control, chunk: Bytes) -> bo
     tokio::select! {
         r = body.send(chunk) => r.is_ok(),
         _ = control.token.cancelled() => false,
-    }
-}
-
-/// The SSE event for a frame, advancing the cursor; `None` for frames SSE does not carry.
-fn to_event(frame: &Utf8Bytes, cursor: &mut [(String, MessageId)]) -> Option<Bytes> {
-    let text = frame.as_str();
-    let kind = frame_type(text)?;
-    if !EVENTS.contains(&kind) {
-        return None;
-    }
-    if let Some((room, id)) = stored_room_id(text) {
-        if let Some(entry) = cursor.iter_mut().find(|(r, _)| r == room) {
-            entry.1 = id;
-        }
-    }
-    let mut out = String::with_capacity(text.len() + 64);
-    out.push_str("event: ");
-    out.push_str(kind);
-    out.push_str("\nid: ");
-    out.push_str(&format_cursor(cursor));
-    out.push_str("\ndata: ");
-    out.push_str(text);
-    out.push_str("\n\n");
-    Some(Bytes::from(out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_ignore_garbage() {
-        let c = parse_cursor("a=1-0;b.c=1700000000000-12;bad;x=nope;=1-0; d = 2-3");
-        assert_eq!(
-            c,
-            vec![
-                ("a".into(), MessageId::new(1, 0)),
-                ("b.c".into(), MessageId::new(1_700_000_000_000, 12)),
-            ]
-        );
-        assert_eq!(format_cursor(&c), "a=1-0;b.c=1700000000000-12");
-    }
-
-    #[test]
-    fn events_advance_the_cursor() {
-        let mut cursor = vec![
-            ("a".to_owned(), MessageId::ZERO),
-            ("b".to_owned(), MessageId::new(5, 0)),
-        ];
-        let f = Utf8Bytes::from(r#"{"type":"message","id":"9-1","room":"a","content":"x"}"#);
-        let e = to_event(&f, &mut cursor).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&e).unwrap(),
-            "event: message\nid: a=9-1;b=5-0\ndata: {\"type\":\"message\",\"id\":\"9-1\",\"room\":\"a\",\"content\":\"x\"}\n\n"
-        );
-        let typing = Utf8Bytes::from(r#"{"type":"typing","room":"a","users":[]}"#);
-        assert!(to_event(&typing, &mut cursor).is_none());
     }
 }

@@ -11,8 +11,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::AuthError;
-use crate::http::{error_response, Body};
 use crate::node::Node;
+use crate::query::Query;
+use crate::response::{error_response, full, Body};
 
 /// Read buffer per connection, allocated up front: small, since client frames are
 /// small; it grows for a large frame (bounded by the frame limit).
@@ -158,7 +159,7 @@ where
     let identity = match endpoint {
         Endpoint::Echo => None,
         Endpoint::Session => {
-            let query = crate::http::Query::of(req.uri());
+            let query = Query::of(req.uri());
             let authorization = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
@@ -179,7 +180,7 @@ where
     let client = req.extensions().get::<std::net::SocketAddr>().map(|peer| {
         crate::proxy::client_ip(peer.ip(), req.headers(), &node.config.trusted_proxies)
     });
-    let slot = match node.reserve_slot(client) {
+    let slot = match node.capacity.reserve(client) {
         Ok(slot) => slot,
         Err(refused) => {
             let res = refused.response();
@@ -215,7 +216,7 @@ where
         }
     });
 
-    let mut res = Response::new(crate::http::full(bytes::Bytes::new()));
+    let mut res = Response::new(full(bytes::Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{Sink, SinkExt};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -14,7 +15,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsgate_protocol::server::stored_room_id;
 use wsgate_protocol::{CloseCode, MessageId};
 
-use crate::handle::{Control, Outbound, Queue, ABNORMAL};
+use crate::handle::{Control, ABNORMAL};
+use crate::queue::{Outbound, Queue};
 
 /// How long the close frame may take to go out. A slow consumer's close frame sits
 /// behind everything already in the socket buffers, so it goes out only once the
@@ -97,6 +99,13 @@ where
                     _ = &mut cancelled => break,
                 };
                 if let Err(e) = res {
+                    if peer_closed(&e) {
+                        // The reader has just taken the peer's close frame (tungstenite
+                        // refuses to send after it): the close handshake is under way,
+                        // and `finish` flushes tungstenite's reply to it.
+                        p.control.close(CloseCode::Normal);
+                        break;
+                    }
                     tracing::debug!(error = %e, "write failed");
                     // The socket is gone; nothing more can be written.
                     p.control.vanish();
@@ -142,6 +151,15 @@ where
     // would otherwise carry all its life.
     let code = Box::pin(finish(sink, p, &mut delivered)).await;
     (code, delivered)
+}
+
+/// Whether a write failed because the peer's close frame has been read: tungstenite
+/// then refuses new frames and holds its own close reply until the next flush.
+fn peer_closed(e: &WsError) -> bool {
+    matches!(
+        e,
+        WsError::Protocol(ProtocolError::SendAfterClosing) | WsError::AlreadyClosed
+    )
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -205,11 +223,68 @@ where
         reason: code.reason().into(),
     };
     let close = async {
-        sink.send(Message::Close(Some(frame))).await?;
+        match sink.send(Message::Close(Some(frame))).await {
+            // The peer closed first: tungstenite has queued its reply; flush that.
+            Err(e) if peer_closed(&e) => return sink.flush().await,
+            r => r?,
+        }
         sink.close().await
     };
     match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, close).await {
         Ok(_) => code.code(),
         Err(_) => ABNORMAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_util::sync::CancellationToken;
+
+    /// A frame queued for the writer just as the reader takes the peer's close frame:
+    /// tungstenite refuses to send it, and the peer must still get the close reply
+    /// (found by the hostile campaign under load: the reply was lost with the socket).
+    #[tokio::test]
+    async fn a_frame_racing_the_peers_close_does_not_lose_the_close_reply() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let (sink, mut stream) = server.split();
+        // The peer closes with a code it may not send: the reply is 1002.
+        let bad = CloseFrame {
+            code: WsCloseCode::from(2999),
+            reason: "".into(),
+        };
+        client.send(Message::Close(Some(bad))).await.unwrap();
+        assert!(matches!(stream.next().await, Some(Ok(Message::Close(_)))));
+        // The reader has not told the writer yet; a fan-out frame is waiting.
+        let queue = Queue::new(8);
+        queue
+            .push(Outbound::Frame(Utf8Bytes::from_static("{}")))
+            .unwrap();
+        let control = Arc::new(Control::new(CancellationToken::new()));
+        let params = WriterParams {
+            queue,
+            control: control.clone(),
+            heartbeat: Duration::from_secs(60),
+            last_seen: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            expires_at: None,
+            drain_timeout: Duration::from_secs(1),
+        };
+        let (code, _) = tokio::time::timeout(Duration::from_secs(10), run_writer(sink, params))
+            .await
+            .expect("the writer ends");
+        assert_eq!(code, CloseCode::Normal.code());
+        let reply = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("a frame in time");
+        match reply {
+            Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1002),
+            other => panic!("expected the close reply, got {other:?}"),
+        }
     }
 }

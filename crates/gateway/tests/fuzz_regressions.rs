@@ -10,7 +10,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use wsgate_gateway::api::{parse_notify, parse_publish, PublishTarget};
 use wsgate_gateway::auth::{AuthError, Authenticator};
-use wsgate_gateway::http::Query;
+use wsgate_gateway::query::Query;
 use wsgate_protocol::server::ServerFrame;
 
 const SECRET: &str = "fuzz-secret";
@@ -65,7 +65,7 @@ fn the_exp_overflow_fuzz_input() {
 
 /// The status and `error.code` of a refusal.
 async fn refused(
-    r: Result<impl std::fmt::Debug, Box<http::Response<wsgate_gateway::http::Body>>>,
+    r: Result<impl std::fmt::Debug, Box<http::Response<wsgate_gateway::response::Body>>>,
 ) -> (StatusCode, String, usize) {
     let res = *r.expect_err("accepted");
     let status = res.status();

@@ -9,6 +9,7 @@
 //!   the final bytes to every recipient.
 //! - [`id`]: [`MessageId`], the `ms-seq` ids that sort in publish order.
 //! - [`names`]: room names, user ids and history epochs.
+//! - [`sse`]: Server-Sent Events: the multi-room cursor and each event's text.
 //! - [`error`]: the `error` frame codes; [`close`]: the WebSocket close codes.
 //!
 //! The contract itself is `docs/protocol.md` in the repository.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod id;
 pub mod names;
 pub mod server;
+pub mod sse;
 
 pub use close::CloseCode;
 pub use error::{ErrorCode, FrameError};

@@ -188,6 +188,9 @@ pub enum ServerFrame {
     },
     /// Another session of this user marked notifications read.
     NotificationsRead { ids: Vec<String>, unread: u64 },
+    /// (SSE) The stream's cursor for `room` could not be resumed exactly: what follows
+    /// starts over from what history holds.
+    Reset { room: String },
     /// A frame could not be served.
     Error {
         code: ErrorCode,
@@ -292,6 +295,39 @@ impl StoredEntry {
     }
 }
 
+/// The `history` answer: `{"type":"history","ref"?:R,"room":ROOM,"messages":[…]}` with
+/// each stored frame spliced in as it is (no decoding, no re-encoding). Frames that are
+/// not stored frames (no id) are skipped. Byte for byte what [`ServerFrame::History`]
+/// encodes to for the same messages.
+pub fn history_frame<'a>(
+    reference: Option<&Value>,
+    room: &str,
+    frames: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let frames: Vec<&str> = frames
+        .into_iter()
+        .filter(|f| frame_id(f).is_some())
+        .collect();
+    let mut out = String::with_capacity(64 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
+    out.push_str(r#"{"type":"history","#);
+    if let Some(r) = reference {
+        out.push_str(r#""ref":"#);
+        out.push_str(&r.to_string());
+        out.push(',');
+    }
+    out.push_str(r#""room":"#);
+    out.push_str(&Value::String(room.to_owned()).to_string());
+    out.push_str(r#","messages":["#);
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(f);
+    }
+    out.push_str("]}");
+    out
+}
+
 /// `{"type":KIND,"id":ID,` followed by `body` without its opening brace. This is the
 /// one definition of a stored frame's shape; the Redis script builds the same bytes.
 pub fn splice(kind: &str, id: &str, body: &str) -> String {
@@ -379,6 +415,42 @@ mod tests {
         assert_eq!(
             v,
             json!({"type":"publish","id":"1-0","room":"r","data":{"a":[1,2]},"ts":"t"})
+        );
+    }
+
+    #[test]
+    fn history_frame_is_what_serde_encodes() {
+        let a = StoredEntry::message(
+            "r\"x",
+            &Member {
+                user_id: "u".into(),
+                username: "U".into(),
+            },
+            "hi",
+            "t",
+        )
+        .frame(MessageId::new(1, 2));
+        let b = StoredEntry::publish("r\"x", &json!({"k":[1]}), "t").frame(MessageId::new(3, 0));
+        for reference in [None, Some(json!("q")), Some(json!(7))] {
+            let by_hand = history_frame(
+                reference.as_ref(),
+                "r\"x",
+                [a.as_str(), r#"{"type":"typing"}"#, b.as_str()],
+            );
+            let typed = ServerFrame::History {
+                reference: reference.clone(),
+                room: "r\"x".into(),
+                messages: vec![
+                    RawValue::from_string(a.clone()).unwrap(),
+                    RawValue::from_string(b.clone()).unwrap(),
+                ],
+            }
+            .encode();
+            assert_eq!(by_hand, typed);
+        }
+        assert_eq!(
+            history_frame(None, "r", []),
+            r#"{"type":"history","room":"r","messages":[]}"#
         );
     }
 

@@ -1,0 +1,181 @@
+//! [`RedisBroker`]: publishing and history of a cluster, on Redis.
+//!
+//! Room messages are stored and published by one Lua script ([`crate::scripts`]),
+//! so every node delivers them in stream order; history, recovery and epochs come
+//! from the stream and its meta hash. Fan-out arrives through the node's one Pub/Sub
+//! connection ([`crate::redis_pubsub`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::Script;
+use wsgate_protocol::server::StoredEntry;
+use wsgate_protocol::MessageId;
+
+use crate::broker::{Broker, Channel, Replay, RoomState};
+use crate::error::{Error, Result};
+use crate::redis_link::{fresh_epoch, RedisLink};
+use crate::redis_pubsub::PubSub;
+use crate::scripts;
+
+/// The Redis broker of a cluster node.
+pub struct RedisBroker {
+    /// The command connection.
+    link: Arc<RedisLink>,
+    /// The Pub/Sub connection.
+    pubsub: Arc<PubSub>,
+    /// Stores and publishes one entry.
+    publish: Script,
+    /// The room's state and, with a `since`, what came after it.
+    replay: Script,
+    /// A page of history.
+    history: Script,
+}
+
+impl RedisBroker {
+    /// The broker over `link`, receiving through `pubsub`.
+    pub fn new(link: Arc<RedisLink>, pubsub: Arc<PubSub>) -> Self {
+        RedisBroker {
+            link,
+            pubsub,
+            publish: Script::new(&scripts::publish_entry()),
+            replay: Script::new(&scripts::replay()),
+            history: Script::new(&scripts::history()),
+        }
+    }
+
+    /// Whether the Pub/Sub connection is up.
+    pub fn is_up(&self) -> bool {
+        self.pubsub.is_up()
+    }
+
+    async fn replay_raw(&self, room: &str, since: Option<MessageId>) -> Result<Replay> {
+        let keys = &self.link.keys;
+        let out: Vec<Vec<u8>> = self
+            .link
+            .with_conn(|mut c| async move {
+                self.replay
+                    .key(keys.history(room))
+                    .key(keys.room_meta(room))
+                    .arg(fresh_epoch())
+                    .arg(self.link.ttl_s())
+                    .arg(since.map(|s| s.to_string()).unwrap_or_default())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut it = out.into_iter();
+        let epoch = it.next().map(|b| text(&b)).unwrap_or_default();
+        let last_id: Option<MessageId> = it.next().and_then(|b| text(&b).parse().ok());
+        let max_deleted: MessageId = it
+            .next()
+            .and_then(|b| text(&b).parse().ok())
+            .unwrap_or_default();
+        let mut entries = Vec::new();
+        while let (Some(id), Some(frame)) = (it.next(), it.next()) {
+            if let Ok(id) = text(&id).parse::<MessageId>() {
+                entries.push((id, Bytes::from(frame)));
+            }
+        }
+        let complete = match since {
+            None => true,
+            Some(since) => since >= max_deleted && since <= last_id.unwrap_or(MessageId::ZERO),
+        };
+        Ok(Replay {
+            entries,
+            state: RoomState { epoch, last_id },
+            complete,
+        })
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn subscribe(&self, channel: &Channel) -> Result<()> {
+        self.pubsub.subscribe(channel).await
+    }
+
+    async fn unsubscribe(&self, channel: &Channel) -> Result<()> {
+        self.pubsub.unsubscribe(channel).await;
+        Ok(())
+    }
+
+    async fn publish_entry(&self, room: &str, entry: &StoredEntry) -> Result<MessageId> {
+        let keys = &self.link.keys;
+        let id: String = self
+            .link
+            .with_conn(|mut c| async move {
+                self.publish
+                    .key(keys.history(room))
+                    .key(keys.room_meta(room))
+                    .arg(entry.kind.as_str())
+                    .arg(&entry.body)
+                    .arg(self.link.settings.history_len)
+                    .arg(self.link.ttl_s())
+                    .arg(keys.channel(&Channel::Room(room.to_owned())))
+                    .arg(fresh_epoch())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        id.parse()
+            .map_err(|_| Error::Unavailable(format!("redis returned a bad id {id:?}")))
+    }
+
+    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<()> {
+        let name = self.link.keys.channel(channel);
+        self.link
+            .with_conn(|mut c| async move {
+                redis::cmd("PUBLISH")
+                    .arg(name)
+                    .arg(frame.as_ref())
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+
+    async fn room_state(&self, room: &str) -> Result<RoomState> {
+        Ok(self.replay_raw(room, None).await?.state)
+    }
+
+    async fn replay(&self, room: &str, since: MessageId) -> Result<Replay> {
+        self.replay_raw(room, Some(since)).await
+    }
+
+    async fn history(
+        &self,
+        room: &str,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>> {
+        let key = self.link.keys.history(room);
+        let frames: Vec<Vec<u8>> = self
+            .link
+            .with_conn(|mut c| async move {
+                self.history
+                    .key(key)
+                    .arg(before.map(|b| b.to_string()).unwrap_or_default())
+                    .arg(limit)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(frames.into_iter().rev().map(Bytes::from).collect())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if !self.is_up() {
+            return Err(Error::Unavailable("redis pub/sub is disconnected".into()));
+        }
+        self.link
+            .with_conn(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+}

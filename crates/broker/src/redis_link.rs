@@ -1,0 +1,153 @@
+//! [`RedisLink`]: what every Redis-backed concern shares: the settings, the key names,
+//! and one multiplexed command connection with the operation timeout.
+//!
+//! When Redis is unreachable every operation fails fast with [`Error::Unavailable`]
+//! (nothing was stored or sent).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use redis::aio::MultiplexedConnection;
+
+use crate::error::{Error, Result};
+use crate::keys::Keys;
+
+/// How long one Redis operation may take before it counts as unavailable.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the Redis-backed broker is set up.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// This node's id (presence entries and the registry carry it).
+    pub node_id: String,
+    /// Entries kept per room's stream (`MAXLEN ~`).
+    pub history_len: usize,
+    /// A room's history (and its epoch) expires after this long without a message.
+    pub history_ttl: Duration,
+    /// The gateway's heartbeat interval: a node is dead once it has not reported for
+    /// one interval (it reports twice per interval).
+    pub heartbeat: Duration,
+}
+
+/// The command side of one node's Redis connection, shared by its concerns.
+pub struct RedisLink {
+    /// The settings it was made with.
+    pub settings: RedisSettings,
+    /// Every key and channel name.
+    pub keys: Keys,
+    /// Where a replacement connection comes from.
+    pool: Pool,
+    /// The pooled command connection in use (see [`RedisLink::conn`]).
+    cached: std::sync::Mutex<Option<(deadpool_redis::Connection, MultiplexedConnection)>>,
+}
+
+/// A broker error for a Redis failure.
+pub fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+/// The wall clock in milliseconds (expiry stamps kept in Redis).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new random history epoch.
+pub fn fresh_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+impl RedisLink {
+    /// A link to `settings.url`. Redis need not be up: commands fail with
+    /// [`Error::Unavailable`] until it is.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] for a URL that cannot be used at all.
+    pub fn new(settings: RedisSettings) -> Result<Self> {
+        let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
+        cfg.pool = Some(PoolConfig {
+            max_size: 16,
+            timeouts: Timeouts {
+                wait: Some(OP_TIMEOUT),
+                create: Some(OP_TIMEOUT),
+                recycle: Some(OP_TIMEOUT),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(unavailable)?;
+        Ok(RedisLink {
+            keys: Keys::new(&settings.prefix),
+            settings,
+            pool,
+            cached: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The shared command connection: one multiplexed connection taken from the pool
+    /// and kept (its clones pipeline concurrent commands), so a command costs exactly
+    /// its own round trip. The pool's per-checkout health check (`UNWATCH` + `PING`)
+    /// runs only when a broken connection is replaced.
+    async fn conn(&self) -> Result<MultiplexedConnection> {
+        if let Some((_, c)) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Ok(c.clone());
+        }
+        let obj = self.pool.get().await.map_err(unavailable)?;
+        let c: MultiplexedConnection = (*obj).clone();
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((obj, c.clone()));
+        Ok(c)
+    }
+
+    /// Forgets a connection that failed, so the next command takes a fresh one.
+    fn drop_conn(&self) {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Runs `f` against the command connection with the operation timeout.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis fails or does not answer in time.
+    pub async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let run = async {
+            let conn = self.conn().await?;
+            f(conn).await.map_err(|e| {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.is_timeout()
+                {
+                    self.drop_conn();
+                }
+                unavailable(e)
+            })
+        };
+        match tokio::time::timeout(OP_TIMEOUT, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.drop_conn();
+                Err(Error::Unavailable("redis timed out".into()))
+            }
+        }
+    }
+
+    /// A room history's idle expiry, in whole seconds.
+    pub fn ttl_s(&self) -> u64 {
+        self.settings.history_ttl.as_secs().max(1)
+    }
+}

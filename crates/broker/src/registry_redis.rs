@@ -1,0 +1,207 @@
+//! [`RedisRegistry`]: the node registry of a cluster, on Redis. Each node renews a
+//! liveness key twice per heartbeat interval; a node whose key expired is reaped by
+//! the first survivor to take its lock: its sessions leave presence, and the rooms
+//! hear `leave` for users whose last session went with it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redis::Script;
+use wsgate_protocol::server::{PresenceEvent, ServerFrame};
+
+use crate::broker::Channel;
+use crate::error::Result;
+use crate::presence_redis::pairs_to_members;
+use crate::redis_link::{now_ms, RedisLink};
+use crate::registry::{ClusterStats, NodeReport, Registry};
+use crate::scripts;
+
+/// The registry in Redis.
+pub struct RedisRegistry {
+    /// The command connection.
+    link: Arc<RedisLink>,
+    /// Removes a dead node's presence entries from one room.
+    reap: Script,
+    /// Set once this node has cleared what a previous run under the same node id
+    /// left in presence.
+    reaped_self: AtomicBool,
+}
+
+impl RedisRegistry {
+    /// The registry over `link`.
+    pub fn new(link: Arc<RedisLink>) -> Self {
+        RedisRegistry {
+            link,
+            reap: Script::new(scripts::PRESENCE_REAP),
+            reaped_self: AtomicBool::new(false),
+        }
+    }
+
+    /// Removes `node`'s presence entries from every room it had, announcing `leave`
+    /// for users whose last session went with it.
+    async fn reap(&self, node: &str) -> Result<()> {
+        let keys = &self.link.keys;
+        let rooms_key = keys.node_rooms(node);
+        let rooms: Vec<String> = self
+            .link
+            .with_conn(|mut c| {
+                let k = rooms_key.clone();
+                async move { redis::cmd("SMEMBERS").arg(k).query_async(&mut c).await }
+            })
+            .await?;
+        for room in rooms {
+            let (presence, users) = (keys.presence(&room), keys.presence_users(&room));
+            let gone: Vec<String> = self
+                .link
+                .with_conn(|mut c| async move {
+                    self.reap
+                        .key(presence)
+                        .key(users)
+                        .arg(node)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            for user in pairs_to_members(gone) {
+                let frame = ServerFrame::Presence {
+                    room: room.clone(),
+                    event: PresenceEvent::Leave,
+                    user,
+                }
+                .encode();
+                let channel = keys.channel(&Channel::Room(room.clone()));
+                self.link
+                    .with_conn(|mut c| async move {
+                        redis::cmd("PUBLISH")
+                            .arg(channel)
+                            .arg(frame)
+                            .query_async::<()>(&mut c)
+                            .await
+                    })
+                    .await?;
+            }
+        }
+        let (nodes, node_id) = (keys.nodes(), node.to_owned());
+        self.link
+            .with_conn(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .del(rooms_key)
+                    .hdel(nodes, node_id)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Registry for RedisRegistry {
+    async fn heartbeat(&self, report: NodeReport) -> Result<()> {
+        let keys = &self.link.keys;
+        let me = self.link.settings.node_id.clone();
+        if !self.reaped_self.load(Ordering::Acquire) {
+            // Entries a previous run under this node id left behind (it was killed).
+            self.reap(&me).await?;
+            self.reaped_self.store(true, Ordering::Release);
+        }
+        let alive_ms = self.link.settings.heartbeat.as_millis().max(100) as u64;
+        let entry =
+            serde_json::json!({"connections": report.connections, "ts": now_ms()}).to_string();
+        let (alive, nodes) = (keys.node_alive(&me), keys.nodes());
+        let others: Vec<String> = self
+            .link
+            .with_conn(|mut c| {
+                let me = me.clone();
+                async move {
+                    let (_, _, ids): ((), (), Vec<String>) = redis::pipe()
+                        .atomic()
+                        .cmd("SET")
+                        .arg(alive)
+                        .arg(1)
+                        .arg("PX")
+                        .arg(alive_ms)
+                        .hset(&nodes, &me, entry)
+                        .hkeys(&nodes)
+                        .query_async(&mut c)
+                        .await?;
+                    Ok(ids.into_iter().filter(|id| *id != me).collect())
+                }
+            })
+            .await?;
+        for other in others {
+            let (alive, lock) = (keys.node_alive(&other), keys.reap_lock(&other));
+            let claimed: bool = self
+                .link
+                .with_conn(|mut c| async move {
+                    let exists: bool = redis::cmd("EXISTS").arg(alive).query_async(&mut c).await?;
+                    if exists {
+                        return Ok(false);
+                    }
+                    let got: Option<String> = redis::cmd("SET")
+                        .arg(lock)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(10_000)
+                        .query_async(&mut c)
+                        .await?;
+                    Ok(got.is_some())
+                })
+                .await?;
+            if claimed {
+                tracing::warn!(node = %other, "node stopped reporting; removing its sessions from presence");
+                self.reap(&other).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn cluster(&self) -> Result<Option<ClusterStats>> {
+        let keys = &self.link.keys;
+        let nodes = keys.nodes();
+        let entries: Vec<(String, String)> = self
+            .link
+            .with_conn(
+                |mut c| async move { redis::cmd("HGETALL").arg(nodes).query_async(&mut c).await },
+            )
+            .await?;
+        let mut stats = ClusterStats::default();
+        for (id, entry) in entries {
+            let alive_key = keys.node_alive(&id);
+            let alive: bool = self
+                .link
+                .with_conn(|mut c| async move {
+                    redis::cmd("EXISTS")
+                        .arg(alive_key)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            if alive {
+                let v: serde_json::Value = serde_json::from_str(&entry).unwrap_or_default();
+                stats.connections += v["connections"].as_u64().unwrap_or(0);
+                stats.nodes.push(id);
+            }
+        }
+        stats.nodes.sort();
+        Ok(Some(stats))
+    }
+
+    async fn deregister(&self) -> Result<()> {
+        let keys = &self.link.keys;
+        let me = self.link.settings.node_id.clone();
+        let (alive, nodes) = (keys.node_alive(&me), keys.nodes());
+        self.link
+            .with_conn(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .del(alive)
+                    .hdel(nodes, me)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+}

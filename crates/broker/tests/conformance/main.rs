@@ -1,0 +1,116 @@
+//! The broker's contracts, one module per concern, each held against the embedded
+//! (memory) and the Redis implementation through one suite parameterised by a factory.
+
+mod broker;
+mod inbox;
+mod presence;
+mod registry;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wsgate_broker::{Backend, BrokerEvent, Channel, RedisSettings};
+use wsgate_e2e::RedisServer;
+use wsgate_protocol::server::{Member, StoredEntry};
+
+/// A backend under test, its event channel, and what keeps its store alive.
+pub(crate) struct Made {
+    pub(crate) b: Backend,
+    pub(crate) rx: mpsc::Receiver<BrokerEvent>,
+    pub(crate) _redis: Option<RedisServer>,
+}
+
+/// Makes a backend keeping the given history length.
+pub(crate) type Factory = fn(usize) -> Pin<Box<dyn Future<Output = Made>>>;
+
+pub(crate) fn memory(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> {
+    Box::pin(async move {
+        let (tx, rx) = mpsc::channel(1024);
+        Made {
+            b: Backend::memory(history_len, tx),
+            rx,
+            _redis: None,
+        }
+    })
+}
+
+/// Settings of a node on `url`.
+pub(crate) fn settings(url: String, node_id: &str, history_len: usize) -> RedisSettings {
+    RedisSettings {
+        url,
+        prefix: "conformance".into(),
+        node_id: node_id.into(),
+        history_len,
+        history_ttl: Duration::from_secs(3600),
+        heartbeat: Duration::from_secs(1),
+    }
+}
+
+/// A Redis backend once its Pub/Sub connection is up.
+pub(crate) async fn redis_node(settings: RedisSettings) -> (Backend, mpsc::Receiver<BrokerEvent>) {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let b = Backend::redis(settings, tx).unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        Ok(Some(BrokerEvent::Up)) => {}
+        other => panic!("redis broker did not come up: {other:?}"),
+    }
+    (b, rx)
+}
+
+pub(crate) fn redis(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> {
+    Box::pin(async move {
+        let server = RedisServer::start();
+        let (b, rx) = redis_node(settings(server.url(), "n1", history_len)).await;
+        Made {
+            b,
+            rx,
+            _redis: Some(server),
+        }
+    })
+}
+
+pub(crate) fn member(id: &str) -> Member {
+    Member {
+        user_id: id.into(),
+        username: id.to_uppercase(),
+    }
+}
+
+pub(crate) fn entry(room: &str, text: &str) -> StoredEntry {
+    StoredEntry::message(room, &member("a"), text, "2026-01-01T00:00:00.000Z")
+}
+
+pub(crate) async fn next_frame(rx: &mut mpsc::Receiver<BrokerEvent>) -> (Channel, String) {
+    match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+        Ok(Some(BrokerEvent::Message { channel, frame })) => {
+            (channel, String::from_utf8(frame.to_vec()).unwrap())
+        }
+        other => panic!("no frame: {other:?}"),
+    }
+}
+
+/// `suite!(a, b)` runs the contract tests `a` and `b` of the calling module against
+/// both implementations (`memory::a`, `redis::a`, …).
+#[macro_export]
+macro_rules! suite {
+    ($($name:ident),*) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::memory).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::redis).await;
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,71 @@
+//! [`wsgate_broker::Presence`]: sessions counted per user, typing with expiry.
+
+use std::time::Duration;
+
+use wsgate_broker::SessionRef;
+
+use crate::{member, Factory, Made};
+
+async fn presence_counts_sessions(make: Factory) {
+    let Made {
+        b: backend,
+        rx: _rx,
+        _redis,
+    } = make(5).await;
+    let b = backend.presence;
+    let s1 = SessionRef {
+        session_id: "s1".into(),
+        user: member("u"),
+    };
+    let s2 = SessionRef {
+        session_id: "s2".into(),
+        user: member("u"),
+    };
+    let s3 = SessionRef {
+        session_id: "s3".into(),
+        user: member("v"),
+    };
+    assert!(b.add("p", &s1).await.unwrap());
+    assert!(!b.add("p", &s2).await.unwrap());
+    assert!(b.add("p", &s3).await.unwrap());
+    assert_eq!(
+        b.members("p").await.unwrap(),
+        vec![member("u"), member("v")]
+    );
+    assert!(!b.remove("p", &s1).await.unwrap());
+    assert!(b.remove("p", &s2).await.unwrap());
+    assert!(
+        !b.remove("p", &s2).await.unwrap(),
+        "removing twice is not a second leave"
+    );
+    assert_eq!(b.members("p").await.unwrap(), vec![member("v")]);
+}
+
+async fn typing_expires(make: Factory) {
+    let Made {
+        b: backend,
+        rx: _rx,
+        _redis,
+    } = make(5).await;
+    let b = backend.presence;
+    let ttl = Duration::from_millis(200);
+    assert_eq!(
+        b.typing_set("t", &member("u"), true, ttl).await.unwrap(),
+        vec![member("u")]
+    );
+    assert_eq!(
+        b.typing_set("t", &member("v"), true, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        vec![member("u"), member("v")]
+    );
+    assert_eq!(b.typing_expire("t").await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.typing_expire("t").await.unwrap(), Some(vec![member("v")]));
+    assert_eq!(
+        b.typing_set("t", &member("v"), false, ttl).await.unwrap(),
+        vec![]
+    );
+}
+
+crate::suite!(presence_counts_sessions, typing_expires);

@@ -1,0 +1,93 @@
+//! [`wsgate_broker::Registry`]: a single node has no cluster to report to; in Redis,
+//! nodes register with their totals, deregister, and a node that stops reporting is
+//! reaped: its sessions leave presence and the rooms hear `leave`.
+
+use std::time::Duration;
+
+use wsgate_broker::{Channel, NodeReport, SessionRef};
+use wsgate_e2e::RedisServer;
+use wsgate_protocol::server::{PresenceEvent, ServerFrame};
+
+use crate::{member, memory, next_frame, redis_node, settings, Made};
+
+#[tokio::test]
+async fn a_single_node_has_no_cluster() {
+    let Made { b, .. } = memory(5).await;
+    b.registry
+        .heartbeat(NodeReport { connections: 3 })
+        .await
+        .unwrap();
+    assert_eq!(b.registry.cluster().await.unwrap(), None);
+    b.registry.deregister().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_nodes_report_totals_and_deregister() {
+    let server = RedisServer::start();
+    let (a, _ra) = redis_node(settings(server.url(), "n1", 5)).await;
+    let (b, _rb) = redis_node(settings(server.url(), "n2", 5)).await;
+    a.registry
+        .heartbeat(NodeReport { connections: 3 })
+        .await
+        .unwrap();
+    b.registry
+        .heartbeat(NodeReport { connections: 4 })
+        .await
+        .unwrap();
+    let stats = a.registry.cluster().await.unwrap().unwrap();
+    assert_eq!(stats.nodes, vec!["n1", "n2"]);
+    assert_eq!(stats.connections, 7);
+    b.registry.deregister().await.unwrap();
+    let stats = a.registry.cluster().await.unwrap().unwrap();
+    assert_eq!((stats.nodes, stats.connections), (vec!["n1".into()], 3));
+}
+
+#[tokio::test]
+async fn redis_reaps_a_node_that_stopped_reporting() {
+    let server = RedisServer::start();
+    let (a, mut ra) = redis_node(settings(server.url(), "n1", 5)).await;
+    let (b, _rb) = redis_node(settings(server.url(), "n2", 5)).await;
+    let on_b = |s: &str, u: &str| SessionRef {
+        session_id: s.into(),
+        user: member(u),
+    };
+    // A node's first heartbeat clears what an earlier run under its id left behind:
+    // both start before any session.
+    a.registry.heartbeat(NodeReport::default()).await.unwrap();
+    b.registry.heartbeat(NodeReport::default()).await.unwrap();
+    // n2 holds the only session of u and one of two of w (the other is on n1).
+    assert!(b.presence.add("room", &on_b("s1", "u")).await.unwrap());
+    assert!(b.presence.add("room", &on_b("s2", "w")).await.unwrap());
+    assert!(!a.presence.add("room", &on_b("s3", "w")).await.unwrap());
+    b.registry.heartbeat(NodeReport::default()).await.unwrap();
+    a.broker
+        .subscribe(&Channel::Room("room".into()))
+        .await
+        .unwrap();
+    a.registry.heartbeat(NodeReport::default()).await.unwrap();
+    assert_eq!(
+        a.presence.members("room").await.unwrap(),
+        vec![member("u"), member("w")],
+        "n2 is alive: nothing is reaped"
+    );
+    // n2 stops reporting; its liveness key expires after one heartbeat interval (1 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.registry.cluster().await.unwrap().unwrap().nodes.len() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "n2 never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.registry.heartbeat(NodeReport::default()).await.unwrap();
+    assert_eq!(
+        a.presence.members("room").await.unwrap(),
+        vec![member("w")],
+        "u left with n2; w stays (a session on n1)"
+    );
+    let (ch, frame) = next_frame(&mut ra).await;
+    assert_eq!(ch, Channel::Room("room".into()));
+    let leave = ServerFrame::Presence {
+        room: "room".into(),
+        event: PresenceEvent::Leave,
+        user: member("u"),
+    };
+    assert_eq!(frame, leave.encode());
+}

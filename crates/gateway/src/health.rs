@@ -1,0 +1,55 @@
+//! What a node says about itself over HTTP: `/readyz` (readiness) and `/api/stats`.
+
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use crate::node::Node;
+use crate::response::{error_response, json_response, Body};
+
+/// `GET /readyz`: 200 while accepting connections with a reachable broker; 503 while
+/// draining or while the broker is down.
+pub async fn readyz(node: &Node) -> Response<Body> {
+    if node.is_draining() {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining");
+    }
+    match node.broker.ping().await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "broker": node.broker.kind()}),
+        ),
+        Err(e) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `GET /api/stats`: this node, and in cluster mode the totals over live nodes
+/// (`cluster.error` when Redis cannot be asked).
+pub async fn stats(node: &Node) -> serde_json::Value {
+    let active = node.active();
+    let capacity = node.config.max_connections;
+    let mut out = json!({
+        "node_id": node.node_id,
+        "active_connections": active,
+        "capacity": capacity,
+        "utilization": if capacity == 0 { 1.0 } else { active as f64 / capacity as f64 },
+        "rooms": node.hub.room_count(),
+        "uptime_s": node.started.elapsed().as_secs(),
+        "broker": node.broker.kind(),
+        "draining": node.is_draining(),
+    });
+    match node.registry.cluster().await {
+        Ok(Some(c)) => {
+            out["cluster"] = json!({
+                "nodes_alive": c.nodes.len(),
+                "nodes": c.nodes,
+                "active_connections": c.connections,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => out["cluster"] = json!({"error": e.to_string()}),
+    }
+    out
+}

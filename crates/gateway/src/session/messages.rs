@@ -1,0 +1,94 @@
+//! Message commands of a session: `message` into a joined room (stored, acked),
+//! `direct` to every session of a user, and `history` pages.
+
+use serde_json::Value;
+use wsgate_broker::Channel;
+use wsgate_protocol::server::{history_frame, ServerFrame, StoredEntry};
+use wsgate_protocol::{FrameError, MessageId};
+
+use super::Session;
+use crate::clock::now_ts;
+
+impl Session {
+    pub(super) async fn message(
+        &mut self,
+        room: String,
+        content: String,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        self.require_writable(&room)?;
+        let entry = StoredEntry::message(&room, &self.session.user, &content, &now_ts());
+        let id = self
+            .node
+            .broker
+            .publish_entry(&room, &entry)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        if reference.is_some() {
+            self.send(
+                &ServerFrame::Ack {
+                    reference,
+                    room: Some(room),
+                    id: id.to_string(),
+                },
+                "ack",
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) async fn direct(
+        &mut self,
+        to: String,
+        content: String,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let frame = ServerFrame::Direct {
+            id: id.clone(),
+            from: self.session.user.clone(),
+            content,
+            ts: now_ts(),
+        };
+        self.node
+            .broker
+            .publish(&Channel::User(to), frame.encode().into())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        if reference.is_some() {
+            self.send(
+                &ServerFrame::Ack {
+                    reference,
+                    room: None,
+                    id,
+                },
+                "ack",
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) async fn history(
+        &mut self,
+        room: String,
+        before: Option<MessageId>,
+        limit: usize,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        self.require_access(&room)?;
+        let frames = self
+            .node
+            .broker
+            .history(&room, before, limit)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        // The stored frames are spliced in as they are: no decoding, no re-encoding.
+        let text = history_frame(
+            reference.as_ref(),
+            &room,
+            frames.iter().filter_map(|f| std::str::from_utf8(f).ok()),
+        );
+        self.send_text(text, "history");
+        Ok(())
+    }
+}

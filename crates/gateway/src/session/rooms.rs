@@ -1,0 +1,250 @@
+//! Room commands of a session: `join` (with catch-up), `leave`, `typing`, and the
+//! presence events they cause.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use wsgate_broker::Channel;
+use wsgate_protocol::server::{Member, PresenceEvent, ServerFrame};
+use wsgate_protocol::{ErrorCode, FrameError, MessageId};
+
+use super::Session;
+use crate::join::RoomJoin;
+use crate::reserved::SYSTEM_ROOM;
+
+/// How long a typing flag lasts without a refresh.
+const TYPING_TTL: Duration = Duration::from_secs(5);
+
+impl Session {
+    /// `message` and `typing` need a joined room that clients may write to.
+    pub(super) fn require_writable(&self, room: &str) -> Result<(), FrameError> {
+        if room == SYSTEM_ROOM {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                "the system room is read-only",
+            ));
+        }
+        if self.rooms.contains_key(room) {
+            Ok(())
+        } else {
+            Err(FrameError::new(ErrorCode::NotMember, "join the room first"))
+        }
+    }
+
+    /// `join` and `history` need the room to be open to this identity.
+    pub(super) fn require_access(&self, room: &str) -> Result<(), FrameError> {
+        if self
+            .identity
+            .may_enter(room, &self.node.config.private_room_prefix)
+        {
+            Ok(())
+        } else {
+            Err(FrameError::new(
+                ErrorCode::Forbidden,
+                "this private room is not granted to you",
+            ))
+        }
+    }
+
+    pub(super) async fn join(
+        &mut self,
+        room: String,
+        since: Option<MessageId>,
+        epoch: Option<String>,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        self.require_access(&room)?;
+        let already = self.rooms.contains_key(&room);
+        if !already && self.rooms.len() >= self.node.config.max_rooms_per_connection {
+            return Err(FrameError::new(
+                ErrorCode::TooManyRooms,
+                format!(
+                    "at most {} rooms per connection",
+                    self.node.config.max_rooms_per_connection
+                ),
+            ));
+        }
+        if already {
+            return self.rejoin(room, since, epoch, reference).await;
+        }
+        let node = self.node.clone();
+        let join = RoomJoin::start(&node, &self.handle, &room)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let answer = async {
+            let first = node.presence.add(&room, &self.session).await?;
+            let members = node.presence.members(&room).await?;
+            let catch_up = join.catch_up(since).await?;
+            Ok::<_, wsgate_broker::Error>((first, members, catch_up))
+        };
+        let (first, members, catch_up) = match answer.await {
+            Ok(a) => a,
+            Err(e) => {
+                drop(join);
+                let _ = node.presence.remove(&room, &self.session).await;
+                return Err(self.unavailable(e));
+            }
+        };
+        // The epoch counts only with `since`: a join without one replays nothing and
+        // is recovered whatever epoch it names.
+        let epoch_ok =
+            since.is_none() || epoch.as_deref().is_none_or(|e| e == catch_up.state.epoch);
+        let mut head = catch_up.frames;
+        let replayed = head.len() as u64;
+        let state = catch_up.state;
+        let joined_at = (state.epoch.clone(), state.last_id);
+        let joined = ServerFrame::Joined {
+            reference,
+            room: room.clone(),
+            members,
+            last_id: state.last_id.map(|id| id.to_string()),
+            epoch: state.epoch,
+            recovered: catch_up.complete && epoch_ok,
+        };
+        head.push(Utf8Bytes::from(joined.encode()));
+        if first {
+            // Published before `joined` is queued: the session's own arrival reaches
+            // it right after `joined` (held while the join is pending), and before
+            // anything another client does once it has seen `joined`.
+            self.presence(&room, PresenceEvent::Join).await;
+        }
+        if join.finish(head, catch_up.seen).is_ok() {
+            node.metrics.frames_out("message", replayed);
+            node.metrics.frames_out("joined", 1);
+        }
+        self.rooms.insert(room, joined_at);
+        Ok(())
+    }
+
+    /// A `join` of a room this session is in already: the session has been a live
+    /// member all along, so it gets `joined` with the room's state now and no replay
+    /// (a second replay would duplicate what it received), and nothing else changes:
+    /// no presence event, and a failure leaves its membership as it was.
+    async fn rejoin(
+        &mut self,
+        room: String,
+        since: Option<MessageId>,
+        epoch: Option<String>,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        let node = self.node.clone();
+        let answer = async {
+            let members = node.presence.members(&room).await?;
+            let state = node.broker.room_state(&room).await?;
+            Ok::<_, wsgate_broker::Error>((members, state))
+        };
+        let (members, state) = answer.await.map_err(|e| self.unavailable(e))?;
+        let recovered = since.is_none() || epoch.as_deref().is_none_or(|e| e == state.epoch);
+        let joined = ServerFrame::Joined {
+            reference,
+            room,
+            members,
+            last_id: state.last_id.map(|id| id.to_string()),
+            epoch: state.epoch,
+            recovered,
+        };
+        self.send(&joined, "joined");
+        Ok(())
+    }
+
+    /// Publishes this session's user's arrival in or departure from `room`.
+    async fn presence(&self, room: &str, event: PresenceEvent) {
+        let frame = ServerFrame::Presence {
+            room: room.to_owned(),
+            event,
+            user: self.session.user.clone(),
+        };
+        if let Err(e) = self
+            .node
+            .broker
+            .publish(&Channel::Room(room.to_owned()), frame.encode().into())
+            .await
+        {
+            tracing::warn!(%room, error = %e, "presence event lost");
+        }
+    }
+
+    pub(super) async fn leave(
+        &mut self,
+        room: String,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        if !self.rooms.contains_key(&room) {
+            return Err(FrameError::new(ErrorCode::NotMember, "not in this room"));
+        }
+        self.leave_room(&room).await;
+        self.send(&ServerFrame::Left { reference, room }, "left");
+        Ok(())
+    }
+
+    /// Takes the session out of `room` everywhere: hub, typing, presence.
+    pub(super) async fn leave_room(&mut self, room: &str) {
+        self.rooms.remove(room);
+        if self.node.hub.leave(room, self.handle.id) {
+            self.node.release_later(Channel::Room(room.to_owned()));
+        }
+        if self.typing.remove(room) {
+            if let Ok(users) = self
+                .node
+                .presence
+                .typing_set(room, &self.session.user, false, TYPING_TTL)
+                .await
+            {
+                self.publish_typing(room, users).await;
+            }
+        }
+        match self.node.presence.remove(room, &self.session).await {
+            Ok(true) => self.presence(room, PresenceEvent::Leave).await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%room, error = %e, "presence removal failed"),
+        }
+    }
+
+    pub(super) async fn typing(&mut self, room: String, is_typing: bool) -> Result<(), FrameError> {
+        self.require_writable(&room)?;
+        let users = self
+            .node
+            .presence
+            .typing_set(&room, &self.session.user, is_typing, TYPING_TTL)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        if is_typing {
+            self.typing.insert(room.clone());
+            let node = self.node.clone();
+            let room = room.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(TYPING_TTL + Duration::from_millis(50)).await;
+                if let Ok(Some(users)) = node.presence.typing_expire(&room).await {
+                    let frame = ServerFrame::Typing {
+                        room: room.clone(),
+                        users,
+                    };
+                    let _ = node
+                        .broker
+                        .publish(&Channel::Room(room), frame.encode().into())
+                        .await;
+                }
+            });
+        } else {
+            self.typing.remove(&room);
+        }
+        self.publish_typing(&room, users).await;
+        Ok(())
+    }
+
+    async fn publish_typing(&self, room: &str, users: Vec<Member>) {
+        let frame = ServerFrame::Typing {
+            room: room.to_owned(),
+            users,
+        };
+        if let Err(e) = self
+            .node
+            .broker
+            .publish(&Channel::Room(room.to_owned()), frame.encode().into())
+            .await
+        {
+            tracing::warn!(%room, error = %e, "typing update lost");
+        }
+    }
+}
