@@ -557,11 +557,14 @@ def test_slow_readers_on_a_busy_room(start):
         check(
             "slow readers",
             f"a normal reader in a room with {readers} readers that never read ({count} × {size} B at {rate}/s)",
-            "every message, in order, never closed; p99 latency < 1 s, max < 2 s",
+            "every message, in order, never closed, never stalled: p99 latency < 3 s, max < 5 s",
             f"{len(received)}/{count}, in order: {received == want}"
             + (f", closed {normal_closed[0]}" if normal_closed else "")
             + f"; p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms; {took:.1f} s",
-            received == want and not normal_closed and p99 < 1.0 and worst < 2.0,
+            # Bounds for "not held up behind the slow readers" (a stall behind one would last
+            # its 10 s write deadline), loose enough for a 2-core box running other
+            # suites beside this one: how fast is measured by wsgate-bench, not here.
+            received == want and not normal_closed and p99 < 3.0 and worst < 5.0,
         )
         per = (peak - connected) / readers
         check(
