@@ -425,6 +425,15 @@ wait_stack() { # PROJECT "COMPOSE CMD" N TIMEOUT
     done
 }
 
+# The shipped file has no default API key: without one, compose refuses to start.
+if out=$(env -u WSGATE_API_KEY docker compose -p "$project" config 2>&1); then
+    fail "docker-compose.yml refuses to start without WSGATE_API_KEY" "docker compose config succeeded"
+elif grep -q "WSGATE_API_KEY" <<<"$out"; then
+    pass "docker-compose.yml refuses to start without WSGATE_API_KEY (and says so)"
+else
+    fail "docker-compose.yml refuses to start without WSGATE_API_KEY" "$out"
+fi
+
 log "docker compose -p $project up -d (nginx on $WSGATE_PUBLISH)"
 t0=$SECONDS
 if timeout 300 docker compose -p "$project" up -d > "$logs/compose-up.log" 2>&1; then

@@ -151,7 +151,7 @@ async def notify(gw: Gateway, body: dict[str, Any]) -> list[str]:
 async def list_notifications(gw: Gateway, user: str, query: str = "") -> dict[str, Any]:
     a = await api(gw, "GET", f"/api/users/{user}/notifications" + (f"?{query}" if query else ""))
     assert a.status == 200, (a.status, a.body)
-    assert set(a.body) == {"items", "unread"}, a.body
+    assert set(a.body) == {"items", "unread", "more"}, a.body
     return a.body
 
 
@@ -425,6 +425,14 @@ class RedisServer:
                 pass
             time.sleep(0.02)
         raise RuntimeError("redis-server did not answer PING in time")
+
+    def cmd(self, *args: str) -> str:
+        """One command through ``redis-cli``; its reply as text."""
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True, text=True, timeout=WAIT, check=True,
+        )
+        return out.stdout.strip()
 
     def log_tail(self) -> str:
         try:

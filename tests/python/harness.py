@@ -43,7 +43,9 @@ START_TIMEOUT = 30.0
 TEST_TIMEOUT = 60.0
 
 ID_RE = re.compile(r"^[0-9]+-[0-9]+$")
-EPOCH_RE = re.compile(r"^[0-9a-f]{16}$")
+#: A random epoch (16 hex digits), or the epoch of a room without history: the store's
+#: epoch and the number of the history-TTL period (``<16 hex>-<n>``).
+EPOCH_RE = re.compile(r"^[0-9a-f]{16}(-[0-9]+)?$")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 T = TypeVar("T")

@@ -159,7 +159,7 @@ def test_room_publish_is_delivered_and_stored(start_gateway):
 
         # Stored: history lists the published frames as they were delivered.
         hist = await alice.request({"type": "history", "room": "news", "ref": "h"}, "history")
-        assert hist == {"type": "history", "ref": "h", "room": "news", "messages": [p1, m1, p2]}
+        assert hist == {"type": "history", "ref": "h", "room": "news", "messages": [p1, m1, p2], "more": False}
 
         # Recoverable: a fresh session that saw only p1 gets exactly m1 and p2.
         carol = await gw.connect("carol")
@@ -281,7 +281,7 @@ def test_notification_refusals(start_gateway):
                         status=413, code="too_large")
         # Nothing was stored for any of them.
         for u in ("u", "v", "ok", "u0"):
-            assert await list_notifications(gw, u) == {"items": [], "unread": 0}
+            assert await list_notifications(gw, u) == {"items": [], "unread": 0, "more": False}
 
         # Exactly 1000 users is allowed: one id per user, in order.
         users = [f"u{i}" for i in range(1000)]

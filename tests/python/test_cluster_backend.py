@@ -144,7 +144,7 @@ def test_offline_notifications_are_seen_on_another_node(cluster):
         assert [n["id"] for n in got["items"]] == [i2, i1] and got["unread"] == 2
         assert [(n["title"], n["kind"], n.get("data")) for n in got["items"]] == [
             ("second", "info", [1]), ("first", "error", None)]
-        assert await list_notifications(n3, "olga") == {"items": got["items"], "unread": 2}
+        assert await list_notifications(n3, "olga") == {"items": got["items"], "unread": 2, "more": False}
 
         # Live to every session on any node; mark_read told to the other node's session only.
         o3 = await n3.connect("olga")
@@ -284,7 +284,7 @@ def test_api_answers_503_while_redis_is_down(redis, start_gateway):
         # Nothing refused was sent: the member's next frame is the accepted publish.
         f = await m.expect("publish")
         assert (f["id"], f["data"]) == (pid, "after")
-        assert await list_notifications(gw, "m") == {"items": [], "unread": 0}
+        assert await list_notifications(gw, "m") == {"items": [], "unread": 0, "more": False}
 
     run_backend(body)
 

@@ -64,11 +64,11 @@ def test_offline_notifications_are_seen_on_connect(start_gateway):
 
         # The client's own list, with and without paging; `ref` echoed.
         got = await dana.request({"type": "notifications", "ref": "n"}, "notifications")
-        assert got == {"type": "notifications", "ref": "n", "items": [n2, n1], "unread": 2}
+        assert got == {"type": "notifications", "ref": "n", "items": [n2, n1], "unread": 2, "more": False}
         got = await dana.request({"type": "notifications", "limit": 1}, "notifications")
-        assert got == {"type": "notifications", "items": [n2], "unread": 2}
+        assert got == {"type": "notifications", "items": [n2], "unread": 2, "more": False}
         got = await dana.request({"type": "notifications", "before": id2}, "notifications")
-        assert got == {"type": "notifications", "items": [n1], "unread": 2}
+        assert got == {"type": "notifications", "items": [n1], "unread": 2, "more": False}
 
         # Live while connected.
         await dana.ping()
@@ -84,11 +84,11 @@ def test_offline_notifications_are_seen_on_connect(start_gateway):
         marked = await dana.request({"type": "mark_read", "ids": [id1, "not-a-known-id"]}, "marked_read")
         assert marked == {"type": "marked_read", "ids": [], "unread": 2}
         got = await dana.request({"type": "notifications", "unread_only": True}, "notifications")
-        assert got == {"type": "notifications", "items": [live["notification"], n2], "unread": 2}
+        assert got == {"type": "notifications", "items": [live["notification"], n2], "unread": 2, "more": False}
         http = await list_notifications(gw, "dana", "unread_only=true")
-        assert http == {"items": [live["notification"], n2], "unread": 2}
+        assert http == {"items": [live["notification"], n2], "unread": 2, "more": False}
         http = await list_notifications(gw, "dana")
-        assert http == {"items": [live["notification"], n2, {**n1, "read": True}], "unread": 2}
+        assert http == {"items": [live["notification"], n2, {**n1, "read": True}], "unread": 2, "more": False}
 
     run_backend(body)
 
@@ -147,13 +147,13 @@ def test_notifications_expire(start_gateway):
             got = await list_notifications(gw, "exp")
             return got if got["items"] == [] else None
 
-        assert await poll(gone, timeout=WAIT + ttl) == {"items": [], "unread": 0}
+        assert await poll(gone, timeout=WAIT + ttl) == {"items": [], "unread": 0, "more": False}
         # Never before the TTL had passed since the request was sent.
         assert time.monotonic() - sent_at >= ttl
         c = await gw.connect("exp")
         assert c.welcome["unread_notifications"] == 0
         got = await c.request({"type": "notifications"}, "notifications")
-        assert got == {"type": "notifications", "items": [], "unread": 0}
+        assert got == {"type": "notifications", "items": [], "unread": 0, "more": False}
         # Marking read what expired changes nothing.
         marked = await c.request({"type": "mark_read", "all": True}, "marked_read")
         assert marked == {"type": "marked_read", "ids": [], "unread": 0}
@@ -231,9 +231,9 @@ def test_mark_read_and_notifications_refusals(start_gateway):
             await c.error({**frame, "ref": "e"}, "invalid_field")
         # The connection carries on.
         got = await c.request({"type": "notifications", "limit": 100}, "notifications")
-        assert got == {"type": "notifications", "items": [], "unread": 0}
+        assert got == {"type": "notifications", "items": [], "unread": 0, "more": False}
         a = await api(gw, "GET", "/api/users/ivy/notifications?limit=100&unread_only=1")
-        assert (a.status, a.body) == (200, {"items": [], "unread": 0})
+        assert (a.status, a.body) == (200, {"items": [], "unread": 0, "more": False})
 
     run_backend(body)
 

@@ -102,6 +102,8 @@ def test_join_joined_and_presence(gateway):
             "ref": "j1",
             "room": "lobby",
             "members": [{"user_id": "alice", "username": "Alice"}],
+            "members_count": 1,
+            "members_more": False,
             "last_id": None,
             "epoch": epoch,
             "recovered": True,
@@ -116,7 +118,10 @@ def test_join_joined_and_presence(gateway):
 
         bob = await gateway.connect("bob", "Bob")
         joined_b = await bob.request({"type": "join", "room": "lobby", "ref": 7}, "joined")
-        assert set(joined_b) == {"type", "ref", "room", "members", "last_id", "epoch", "recovered"}
+        assert set(joined_b) == {
+            "type", "ref", "room", "members", "members_count", "members_more", "last_id", "epoch", "recovered",
+        }
+        assert (joined_b["members_count"], joined_b["members_more"]) == (2, False)
         assert joined_b["ref"] == 7
         assert sort_users(joined_b["members"]) == [
             {"user_id": "alice", "username": "Alice"},
@@ -272,7 +277,8 @@ def test_history_before_and_limit(start_gateway):
         # History needs no membership.
         reader = await gw.connect("reader")
         h = await reader.request({"type": "history", "room": "h", "ref": "h1"}, "history")
-        assert set(h) == {"type", "ref", "room", "messages"}
+        assert set(h) == {"type", "ref", "room", "messages", "more"}
+        assert h["more"] is False
         assert (h["ref"], h["room"]) == ("h1", "h")
         # Default limit 50: the newest 50, oldest first, identical to the live frames.
         assert h["messages"] == sent[5:]
@@ -296,7 +302,7 @@ def test_history_before_and_limit(start_gateway):
         h = await reader.request({"type": "history", "room": "h", "limit": 1, "before": None}, "history")
         assert h["messages"] == sent[54:]
         h = await reader.request({"type": "history", "room": "empty-room"}, "history")
-        assert h == {"type": "history", "room": "empty-room", "messages": []}
+        assert h == {"type": "history", "room": "empty-room", "messages": [], "more": False}
 
     run(body)
 

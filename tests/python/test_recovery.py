@@ -81,6 +81,8 @@ def test_since_replays_exactly_what_was_missed(start_gateway):
             "ref": "again",
             "room": "r",
             "members": sort_users([writer.user, back.user]),
+            "members_count": 2,
+            "members_more": False,
             "last_id": missed[-1]["id"],
             "epoch": epoch,
             "recovered": True,

@@ -2,6 +2,7 @@
 //! store: the embedded one ([`Backend::memory`]) or Redis ([`Backend::redis`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -36,12 +37,17 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// The embedded backend of a single node: `history_len` entries per room; what
-    /// subscribed channels receive goes to `events`.
-    pub fn memory(history_len: usize, events: mpsc::Sender<BrokerEvent>) -> Self {
+    /// The embedded backend of a single node: `history_len` entries per room, a room
+    /// forgotten after `history_ttl` without a message; what subscribed channels
+    /// receive goes to `events`.
+    pub fn memory(
+        history_len: usize,
+        history_ttl: Duration,
+        events: mpsc::Sender<BrokerEvent>,
+    ) -> Self {
         let bus = Arc::new(MemoryBus::new(events));
         Backend {
-            broker: Arc::new(MemoryBroker::new(history_len, bus.clone())),
+            broker: Arc::new(MemoryBroker::new(history_len, history_ttl, bus.clone())),
             presence: Arc::new(MemoryPresence::new()),
             inbox: Arc::new(MemoryInbox::new(bus)),
             registry: Arc::new(LocalRegistry),

@@ -50,6 +50,16 @@ pub enum BrokerEvent {
     Up,
 }
 
+/// The epoch of a room without history: the store's epoch and the number of the
+/// history-TTL period `now_s` falls in. A room keeps it when its first message is
+/// stored; a history that expired as a whole did so at least one TTL after its last
+/// message, so whoever saw the room empty before comes back in a later period and is
+/// told another epoch. (Both brokers use this rule; Redis computes it in its scripts.)
+pub fn empty_epoch(store_epoch: &str, now_s: u64, ttl_s: u64) -> String {
+    let store = &store_epoch[..store_epoch.len().min(16)];
+    format!("{store}-{}", now_s / ttl_s.max(1))
+}
+
 /// A room's history as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomState {
@@ -66,9 +76,19 @@ pub struct Replay {
     pub entries: Vec<(MessageId, Bytes)>,
     /// The room's state when the range was read.
     pub state: RoomState,
-    /// `true` when nothing after `since` has been trimmed away and `since` is
-    /// not ahead of the history: the replay has no gap.
+    /// `true` when nothing after `since` has been trimmed away, `since` is not ahead
+    /// of the history, and the byte bound did not cut the replay: it has no gap.
     pub complete: bool,
+}
+
+/// A page of a room's history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    /// Stored frames, oldest first.
+    pub frames: Vec<Bytes>,
+    /// `true` when the byte bound cut the page short: older messages within the count
+    /// asked for exist (page on with `before`).
+    pub more: bool,
 }
 
 /// Publishing, subscriptions and history: the path of every room message.
@@ -116,14 +136,16 @@ pub trait Broker: Send + Sync + 'static {
     /// [`crate::Error::Unavailable`].
     async fn room_state(&self, room: &str) -> Result<RoomState>;
 
-    /// Every stored frame after `since`, and whether that replay is complete.
+    /// The stored frames after `since`, at most `max_bytes` of them (the newest when
+    /// there are more, and then the replay is not complete), and whether the replay
+    /// is complete.
     ///
     /// # Errors
     /// [`crate::Error::Unavailable`].
-    async fn replay(&self, room: &str, since: MessageId) -> Result<Replay>;
+    async fn replay(&self, room: &str, since: MessageId, max_bytes: usize) -> Result<Replay>;
 
-    /// Up to `limit` stored frames strictly before `before` (or the newest), oldest
-    /// first.
+    /// Up to `limit` stored frames strictly before `before` (or the newest), at most
+    /// `max_bytes` of them (the newest), oldest first.
     ///
     /// # Errors
     /// [`crate::Error::Unavailable`].
@@ -132,7 +154,8 @@ pub trait Broker: Send + Sync + 'static {
         room: &str,
         before: Option<MessageId>,
         limit: usize,
-    ) -> Result<Vec<Bytes>>;
+        max_bytes: usize,
+    ) -> Result<HistoryPage>;
 
     /// Checks that the backing store answers (readiness).
     ///

@@ -2,13 +2,15 @@
 //!
 //! It plays Redis's part in process with the same contract: stream-shaped ids,
 //! bounded history with exact recovery, and subscriptions that decide what reaches
-//! the node. History lives as long as the process, so the process has one epoch,
-//! made anew at every start: a client that rejoins after a restart is told
-//! `recovered:false`, never handed a silent gap.
+//! the node. Rooms follow the same epoch rule as in Redis ([`empty_epoch`]) over the
+//! process's own store epoch, made anew at every start, so a client that rejoins
+//! after a restart is told `recovered:false`, never handed a silent gap; and a room
+//! idle for the history TTL is forgotten, as its stream would expire in Redis, so the
+//! number of rooms held is bounded by the rooms written to within one TTL.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,30 +18,41 @@ use tokio::sync::Mutex;
 use wsgate_protocol::server::StoredEntry;
 use wsgate_protocol::MessageId;
 
-use crate::broker::{Broker, Channel, Replay, RoomState};
+use crate::broker::{empty_epoch, Broker, Channel, HistoryPage, Replay, RoomState};
 use crate::bus::MemoryBus;
 use crate::error::{Error, Result};
 
 /// The embedded broker.
 pub struct MemoryBroker {
-    /// The process's history epoch: every room shares it (allowed by the contract).
+    /// The process's store epoch, the base of every room's epoch.
     epoch: String,
     /// How many entries a room's history keeps.
     history_len: usize,
+    /// A room idle (no message) this long is forgotten.
+    history_ttl: Duration,
     /// Where frames for subscribed channels go.
     bus: Arc<MemoryBus>,
     /// Every room's history behind one async mutex: publishing holds it while the
     /// event is queued, which is what keeps delivery order equal to id order. Nothing
     /// else awaits while holding it, and the event consumer never calls back in here.
-    rooms: Mutex<HashMap<String, History>>,
+    rooms: Mutex<Rooms>,
 }
 
-#[derive(Default)]
+struct Rooms {
+    by_name: HashMap<String, History>,
+    /// When idle rooms were last looked for.
+    swept: Instant,
+}
+
 struct History {
+    /// The room's epoch: the epoch it had while empty, kept from its first message.
+    epoch: String,
     entries: VecDeque<(MessageId, Bytes)>,
     last_id: Option<MessageId>,
     /// The newest id ever trimmed away: a replay from before it has a gap.
     trimmed_through: Option<MessageId>,
+    /// When the last message was stored.
+    written: Instant,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -50,27 +63,68 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl MemoryBroker {
-    /// A broker keeping `history_len` entries per room and publishing through `bus`.
-    pub fn new(history_len: usize, bus: Arc<MemoryBus>) -> Self {
+    /// A broker keeping `history_len` entries per room, forgetting a room idle for
+    /// `history_ttl`, and publishing through `bus`.
+    pub fn new(history_len: usize, history_ttl: Duration, bus: Arc<MemoryBus>) -> Self {
         let epoch = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
         MemoryBroker {
             epoch,
             history_len: history_len.max(1),
+            history_ttl: history_ttl.max(Duration::from_secs(1)),
             bus,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Rooms {
+                by_name: HashMap::new(),
+                swept: Instant::now(),
+            }),
         }
     }
 
-    /// The process's history epoch.
+    /// The process's store epoch.
     pub fn epoch(&self) -> &str {
         &self.epoch
     }
 
+    /// Rooms with history held now.
+    pub async fn room_count(&self) -> usize {
+        self.rooms.lock().await.by_name.len()
+    }
+
+    fn empty_epoch(&self) -> String {
+        empty_epoch(&self.epoch, now_ms() / 1000, self.history_ttl.as_secs())
+    }
+
     fn state_of(&self, history: Option<&History>) -> RoomState {
-        RoomState {
-            epoch: self.epoch.clone(),
-            last_id: history.and_then(|h| h.last_id),
+        match history {
+            Some(h) => RoomState {
+                epoch: h.epoch.clone(),
+                last_id: h.last_id,
+            },
+            None => RoomState {
+                epoch: self.empty_epoch(),
+                last_id: None,
+            },
         }
+    }
+
+    /// The room's history unless it has been idle for the TTL (then it is dropped).
+    fn live<'a>(&self, rooms: &'a mut Rooms, room: &str) -> Option<&'a History> {
+        let now = Instant::now();
+        if rooms.swept + self.history_ttl.min(Duration::from_secs(60)) <= now {
+            // Amortised: at most one pass over the rooms per minute (or per TTL).
+            let ttl = self.history_ttl;
+            rooms
+                .by_name
+                .retain(|_, h| now.duration_since(h.written) < ttl);
+            rooms.swept = now;
+        }
+        if rooms
+            .by_name
+            .get(room)
+            .is_some_and(|h| now.duration_since(h.written) >= self.history_ttl)
+        {
+            rooms.by_name.remove(room);
+        }
+        rooms.by_name.get(room)
     }
 }
 
@@ -92,7 +146,20 @@ impl Broker for MemoryBroker {
 
     async fn publish_entry(&self, room: &str, entry: &StoredEntry) -> Result<MessageId> {
         let mut rooms = self.rooms.lock().await;
-        let history = rooms.entry(room.to_owned()).or_default();
+        if self.live(&mut rooms, room).is_none() {
+            let history = History {
+                epoch: self.empty_epoch(),
+                entries: VecDeque::new(),
+                last_id: None,
+                trimmed_through: None,
+                written: Instant::now(),
+            };
+            rooms.by_name.insert(room.to_owned(), history);
+        }
+        let Some(history) = rooms.by_name.get_mut(room) else {
+            return Err(Error::Closed);
+        };
+        history.written = Instant::now();
         let now = now_ms();
         let id = match history.last_id {
             Some(last) if last.ms >= now => last.next(),
@@ -117,13 +184,14 @@ impl Broker for MemoryBroker {
     }
 
     async fn room_state(&self, room: &str) -> Result<RoomState> {
-        let rooms = self.rooms.lock().await;
-        Ok(self.state_of(rooms.get(room)))
+        let mut rooms = self.rooms.lock().await;
+        let history = self.live(&mut rooms, room);
+        Ok(self.state_of(history))
     }
 
-    async fn replay(&self, room: &str, since: MessageId) -> Result<Replay> {
-        let rooms = self.rooms.lock().await;
-        let history = rooms.get(room);
+    async fn replay(&self, room: &str, since: MessageId, max_bytes: usize) -> Result<Replay> {
+        let mut rooms = self.rooms.lock().await;
+        let history = self.live(&mut rooms, room);
         let state = self.state_of(history);
         let Some(history) = history else {
             return Ok(Replay {
@@ -132,17 +200,26 @@ impl Broker for MemoryBroker {
                 state,
             });
         };
-        let entries = history
-            .entries
-            .iter()
-            .filter(|(id, _)| *id > since)
-            .cloned()
-            .collect();
+        // The newest first, up to the byte bound.
+        let mut entries = Vec::new();
+        let (mut bytes, mut cut) = (0, false);
+        for (id, frame) in history.entries.iter().rev() {
+            if *id <= since {
+                break;
+            }
+            if bytes + frame.len() > max_bytes {
+                cut = true;
+                break;
+            }
+            bytes += frame.len();
+            entries.push((*id, frame.clone()));
+        }
+        entries.reverse();
         let not_trimmed = history.trimmed_through.is_none_or(|t| since >= t);
         let not_ahead = since <= history.last_id.unwrap_or(MessageId::ZERO);
         Ok(Replay {
             entries,
-            complete: not_trimmed && not_ahead,
+            complete: not_trimmed && not_ahead && !cut,
             state,
         })
     }
@@ -152,20 +229,29 @@ impl Broker for MemoryBroker {
         room: &str,
         before: Option<MessageId>,
         limit: usize,
-    ) -> Result<Vec<Bytes>> {
-        let rooms = self.rooms.lock().await;
-        let Some(history) = rooms.get(room) else {
-            return Ok(Vec::new());
+        max_bytes: usize,
+    ) -> Result<HistoryPage> {
+        let mut rooms = self.rooms.lock().await;
+        let Some(history) = self.live(&mut rooms, room) else {
+            return Ok(HistoryPage::default());
         };
-        let mut page: Vec<Bytes> = history
+        let mut page = HistoryPage::default();
+        let mut bytes = 0;
+        for (_, f) in history
             .entries
             .iter()
             .rev()
             .filter(|(id, _)| before.is_none_or(|b| *id < b))
             .take(limit)
-            .map(|(_, f)| f.clone())
-            .collect();
-        page.reverse();
+        {
+            if bytes + f.len() > max_bytes {
+                page.more = true;
+                break;
+            }
+            bytes += f.len();
+            page.frames.push(f.clone());
+        }
+        page.frames.reverse();
         Ok(page)
     }
 

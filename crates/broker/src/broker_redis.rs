@@ -13,7 +13,7 @@ use redis::Script;
 use wsgate_protocol::server::StoredEntry;
 use wsgate_protocol::MessageId;
 
-use crate::broker::{Broker, Channel, Replay, RoomState};
+use crate::broker::{Broker, Channel, HistoryPage, Replay, RoomState};
 use crate::error::{Error, Result};
 use crate::redis_link::{fresh_epoch, RedisLink};
 use crate::redis_pubsub::PubSub;
@@ -50,7 +50,12 @@ impl RedisBroker {
         self.pubsub.is_up()
     }
 
-    async fn replay_raw(&self, room: &str, since: Option<MessageId>) -> Result<Replay> {
+    async fn replay_raw(
+        &self,
+        room: &str,
+        since: Option<MessageId>,
+        max_bytes: usize,
+    ) -> Result<Replay> {
         let keys = &self.link.keys;
         let out: Vec<Vec<u8>> = self
             .link
@@ -58,9 +63,11 @@ impl RedisBroker {
                 self.replay
                     .key(keys.history(room))
                     .key(keys.room_meta(room))
+                    .key(keys.store_epoch())
                     .arg(fresh_epoch())
                     .arg(self.link.ttl_s())
                     .arg(since.map(|s| s.to_string()).unwrap_or_default())
+                    .arg(max_bytes)
                     .invoke_async(&mut c)
                     .await
             })
@@ -73,6 +80,7 @@ impl RedisBroker {
             .next()
             .and_then(|b| text(&b).parse().ok())
             .unwrap_or_default();
+        let cut = it.next().is_some_and(|b| b == b"1");
         let mut entries = Vec::new();
         while let (Some(id), Some(frame)) = (it.next(), it.next()) {
             if let Ok(id) = text(&id).parse::<MessageId>() {
@@ -81,7 +89,9 @@ impl RedisBroker {
         }
         let complete = match since {
             None => true,
-            Some(since) => since >= max_deleted && since <= last_id.unwrap_or(MessageId::ZERO),
+            Some(since) => {
+                !cut && since >= max_deleted && since <= last_id.unwrap_or(MessageId::ZERO)
+            }
         };
         Ok(Replay {
             entries,
@@ -114,6 +124,7 @@ impl Broker for RedisBroker {
                 self.publish
                     .key(keys.history(room))
                     .key(keys.room_meta(room))
+                    .key(keys.store_epoch())
                     .arg(entry.kind.as_str())
                     .arg(&entry.body)
                     .arg(self.link.settings.history_len)
@@ -142,11 +153,11 @@ impl Broker for RedisBroker {
     }
 
     async fn room_state(&self, room: &str) -> Result<RoomState> {
-        Ok(self.replay_raw(room, None).await?.state)
+        Ok(self.replay_raw(room, None, 0).await?.state)
     }
 
-    async fn replay(&self, room: &str, since: MessageId) -> Result<Replay> {
-        self.replay_raw(room, Some(since)).await
+    async fn replay(&self, room: &str, since: MessageId, max_bytes: usize) -> Result<Replay> {
+        self.replay_raw(room, Some(since), max_bytes).await
     }
 
     async fn history(
@@ -154,20 +165,26 @@ impl Broker for RedisBroker {
         room: &str,
         before: Option<MessageId>,
         limit: usize,
-    ) -> Result<Vec<Bytes>> {
+        max_bytes: usize,
+    ) -> Result<HistoryPage> {
         let key = self.link.keys.history(room);
-        let frames: Vec<Vec<u8>> = self
+        let out: Vec<Vec<u8>> = self
             .link
             .with_conn(|mut c| async move {
                 self.history
                     .key(key)
                     .arg(before.map(|b| b.to_string()).unwrap_or_default())
                     .arg(limit)
+                    .arg(max_bytes)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        Ok(frames.into_iter().rev().map(Bytes::from).collect())
+        let mut it = out.into_iter();
+        let more = it.next().is_some_and(|b| b == b"1");
+        let mut frames: Vec<Bytes> = it.map(Bytes::from).collect();
+        frames.reverse();
+        Ok(HistoryPage { frames, more })
     }
 
     async fn ping(&self) -> Result<()> {

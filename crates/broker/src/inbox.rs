@@ -9,6 +9,17 @@ use wsgate_protocol::server::{Notification, Restore, RestoreRoom};
 
 use crate::error::Result;
 
+/// A page of a user's notifications.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NotificationPage {
+    /// Newest first.
+    pub items: Vec<Notification>,
+    /// The user's unread count.
+    pub unread: u64,
+    /// `true` when the byte bound cut the page short (page on with `before`).
+    pub more: bool,
+}
+
 /// Per-user stored state.
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
@@ -20,7 +31,8 @@ pub trait Inbox: Send + Sync + 'static {
     /// [`crate::Error::Unavailable`]: nothing was stored or sent.
     async fn notify(&self, items: &[Notification], cap: usize, ttl: Duration) -> Result<Vec<u64>>;
 
-    /// A page of `user`'s notifications, newest first, and the unread count.
+    /// A page of `user`'s notifications, newest first, at most `limit` of them and
+    /// `max_bytes` of their JSON, and the unread count.
     ///
     /// # Errors
     /// [`crate::Error::Unavailable`].
@@ -31,7 +43,8 @@ pub trait Inbox: Send + Sync + 'static {
         before: Option<&str>,
         unread_only: bool,
         ttl: Duration,
-    ) -> Result<(Vec<Notification>, u64)>;
+        max_bytes: usize,
+    ) -> Result<NotificationPage>;
 
     /// Marks `ids` (or all when `None`) read; publishes `notifications_read` to every
     /// session of the user except `origin_session`. Returns the ids that changed and

@@ -14,7 +14,7 @@ use crate::broker_memory::now_ms;
 use crate::bus::MemoryBus;
 use crate::envelope::skip_envelope;
 use crate::error::Result;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, NotificationPage};
 
 /// Per-user state in process.
 pub struct MemoryInbox {
@@ -91,21 +91,35 @@ impl Inbox for MemoryInbox {
         before: Option<&str>,
         unread_only: bool,
         ttl: Duration,
-    ) -> Result<(Vec<Notification>, u64)> {
+        max_bytes: usize,
+    ) -> Result<NotificationPage> {
         let mut state = self.state.lock().await;
         let Some(list) = state.notifications.get_mut(user) else {
-            return Ok((Vec::new(), 0));
+            return Ok(NotificationPage::default());
         };
         expire(list, ttl);
-        let items = list
+        let mut page = NotificationPage {
+            unread: unread_of(list),
+            ..NotificationPage::default()
+        };
+        let mut bytes = 0;
+        for n in list
             .iter()
             .map(|(_, n)| n)
             .filter(|n| before.is_none_or(|b| n.id.as_str() < b))
             .filter(|n| !unread_only || !n.read)
             .take(limit)
-            .cloned()
-            .collect();
-        Ok((items, unread_of(list)))
+        {
+            // The size of its JSON as stored (without the read flag), as in Redis.
+            let len = serde_json::to_string(n).map(|j| j.len()).unwrap_or(0);
+            if bytes + len > max_bytes {
+                page.more = true;
+                break;
+            }
+            bytes += len;
+            page.items.push(n.clone());
+        }
+        Ok(page)
     }
 
     async fn mark_read(

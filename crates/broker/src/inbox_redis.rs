@@ -11,7 +11,7 @@ use wsgate_protocol::server::{Notification, Restore, RestoreRoom};
 
 use crate::broker::Channel;
 use crate::error::Result;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, NotificationPage};
 use crate::redis_link::{now_ms, unavailable, RedisLink};
 use crate::scripts;
 
@@ -77,7 +77,8 @@ impl Inbox for RedisInbox {
         before: Option<&str>,
         unread_only: bool,
         ttl: Duration,
-    ) -> Result<(Vec<Notification>, u64)> {
+        max_bytes: usize,
+    ) -> Result<NotificationPage> {
         let key = self.link.keys.notifications(user);
         let out: Vec<String> = self
             .link
@@ -89,12 +90,14 @@ impl Inbox for RedisInbox {
                     .arg(if unread_only { "1" } else { "0" })
                     .arg(now_ms())
                     .arg(ttl.as_millis() as u64)
+                    .arg(max_bytes)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
         let mut it = out.into_iter();
         let unread = it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let more = it.next().is_some_and(|m| m == "1");
         let mut items = Vec::new();
         while let (Some(r), Some(json)) = (it.next(), it.next()) {
             let mut v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
@@ -105,7 +108,11 @@ impl Inbox for RedisInbox {
                 items.push(n);
             }
         }
-        Ok((items, unread))
+        Ok(NotificationPage {
+            items,
+            unread,
+            more,
+        })
     }
 
     async fn mark_read(

@@ -7,13 +7,14 @@
 //! | `P:room:{room}` | channel | a room's frames (messages, presence, typing) |
 //! | `P:user:{user}` | channel | frames for every session of one user (direct) |
 //! | `P:history:{room}` | stream | the room's stored frames: fields `k` (kind), `b` (body without id) |
-//! | `P:room-meta:{room}` | hash | `epoch` of the history and `stream` (1 once it held messages) |
+//! | `P:room-meta:{room}` | hash | `epoch` of the history and `stream` (1 once it held messages); only for rooms with messages |
+//! | `P:store-epoch` | string | the store's epoch, the base of the epoch of rooms without messages |
 //! | `P:presence:{room}` | hash | session id → `{"u","n","node"}` |
 //! | `P:presence-users:{room}` | hash | user id → number of sessions in the room |
 //! | `P:typing:{room}` | hash | user id → `expiry_ms|name` |
 //! | `P:nodes` | hash | node id → `{"connections","ts"}`, the registry |
 //! | `P:node:{node}` | string | exists while the node is alive (expires) |
-//! | `P:node-rooms:{node}` | set | rooms where the node has presence entries (for the reaper) |
+//! | `P:node-room-counts:{node}` | hash | room → the node's presence entries there (for the reaper); a room goes at 0 |
 //! | `P:reap:{node}` | string | lock held by the node that reaps a dead node |
 //! | `P:notifications:{user}` | list | `ms|r|id|json` items, newest first, capped, expiring |
 //! | `P:restore:{user}` | hash | room → `{"room","last_id","epoch"}` saved when sessions close |
@@ -62,6 +63,11 @@ impl Keys {
         format!("{}:history:{room}", self.prefix)
     }
 
+    /// The store's own epoch (random, made once; gone when Redis loses its data).
+    pub fn store_epoch(&self) -> String {
+        format!("{}:store-epoch", self.prefix)
+    }
+
     /// A room's history metadata (epoch).
     pub fn room_meta(&self, room: &str) -> String {
         format!("{}:room-meta:{room}", self.prefix)
@@ -94,7 +100,7 @@ impl Keys {
 
     /// The rooms a node has presence entries in.
     pub fn node_rooms(&self, node: &str) -> String {
-        format!("{}:node-rooms:{node}", self.prefix)
+        format!("{}:node-room-counts:{node}", self.prefix)
     }
 
     /// A user's stored notifications.

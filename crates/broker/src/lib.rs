@@ -44,10 +44,10 @@ pub mod registry_redis;
 pub mod scripts;
 
 pub use backend::Backend;
-pub use broker::{Broker, BrokerEvent, Channel, Replay, RoomState};
+pub use broker::{Broker, BrokerEvent, Channel, HistoryPage, Replay, RoomState};
 pub use envelope::{open_envelope, skip_envelope};
 pub use error::{Error, Result};
-pub use inbox::Inbox;
-pub use presence::{Presence, SessionRef};
+pub use inbox::{Inbox, NotificationPage};
+pub use presence::{Presence, SessionRef, TYPING_MAX};
 pub use redis_link::RedisSettings;
 pub use registry::{ClusterStats, NodeReport, Registry};

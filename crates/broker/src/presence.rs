@@ -9,6 +9,10 @@ use wsgate_protocol::server::Member;
 
 use crate::error::Result;
 
+/// Most users flagged as typing in one room at once: a further one is not listed, so
+/// neither the stored flags nor the `typing` frame grow with the room.
+pub const TYPING_MAX: usize = 20;
+
 /// One session's membership, for presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRef {
@@ -45,7 +49,8 @@ pub trait Presence: Send + Sync + 'static {
     async fn members(&self, room: &str) -> Result<Vec<Member>>;
 
     /// Sets or clears `user`'s typing flag in `room`; a set flag expires after `ttl`
-    /// unless set again. Returns who is typing now.
+    /// unless set again; at most [`TYPING_MAX`] users are flagged (a further one is
+    /// not). Returns who is typing now.
     ///
     /// # Errors
     /// [`crate::Error::Unavailable`].

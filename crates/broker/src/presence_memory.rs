@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use wsgate_protocol::server::Member;
 
 use crate::error::Result;
-use crate::presence::{Presence, SessionRef};
+use crate::presence::{Presence, SessionRef, TYPING_MAX};
 
 /// Presence and typing in process.
 #[derive(Default)]
@@ -97,8 +97,10 @@ impl Presence for MemoryPresence {
         let now = Instant::now();
         let users = state.typing.entry(room.to_owned()).or_default();
         users.retain(|_, (_, until)| *until > now);
-        if typing {
+        if typing && (users.contains_key(&user.user_id) || users.len() < TYPING_MAX) {
             users.insert(user.user_id.clone(), (user.username.clone(), now + ttl));
+        } else if typing {
+            // Full: a further typist is not listed.
         } else {
             users.remove(&user.user_id);
         }

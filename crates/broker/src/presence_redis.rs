@@ -11,7 +11,7 @@ use redis::Script;
 use wsgate_protocol::server::Member;
 
 use crate::error::Result;
-use crate::presence::{Presence, SessionRef};
+use crate::presence::{Presence, SessionRef, TYPING_MAX};
 use crate::redis_link::{now_ms, RedisLink};
 use crate::scripts;
 
@@ -84,15 +84,17 @@ impl Presence for RedisPresence {
     }
 
     async fn remove(&self, room: &str, session: &SessionRef) -> Result<bool> {
-        let keys = &self.link.keys;
+        let (keys, node) = (&self.link.keys, &self.link.settings.node_id);
         let last: i64 = self
             .link
             .with_conn(|mut c| async move {
                 self.remove
                     .key(keys.presence(room))
                     .key(keys.presence_users(room))
+                    .key(keys.node_rooms(node))
                     .arg(&session.session_id)
                     .arg(&session.user.user_id)
+                    .arg(room)
                     .invoke_async(&mut c)
                     .await
             })
@@ -138,6 +140,7 @@ impl Presence for RedisPresence {
                     .arg(if typing { "1" } else { "0" })
                     .arg(ttl.as_millis() as u64)
                     .arg(now_ms())
+                    .arg(TYPING_MAX)
                     .invoke_async(&mut c)
                     .await
             })

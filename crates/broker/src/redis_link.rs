@@ -63,6 +63,42 @@ pub fn fresh_epoch() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
 }
 
+/// The oldest Redis the broker works with: 7.0 added `entries-added` to `XINFO STREAM`,
+/// without which trimming cannot be told apart from an intact history (a replay could
+/// be vouched for across a gap).
+pub const MIN_REDIS: (u32, u32) = (7, 0);
+
+/// The `major.minor` of a `redis_version:` line of `INFO server`.
+pub fn parse_version(info: &str) -> Option<(u32, u32)> {
+    let v = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("redis_version:"))?;
+    let mut parts = v.trim().split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Refuses a Redis older than [`MIN_REDIS`]: every operation then fails with a reason
+/// that says so (and `/readyz` answers 503), rather than losing trim detection.
+async fn check_version(c: &mut MultiplexedConnection) -> Result<()> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(c)
+        .await
+        .map_err(unavailable)?;
+    match parse_version(&info) {
+        Some(v) if v >= MIN_REDIS => Ok(()),
+        Some((major, minor)) => {
+            let msg = format!(
+                "Redis {major}.{minor} is too old: wsgate needs Redis {}.{} or newer",
+                MIN_REDIS.0, MIN_REDIS.1
+            );
+            tracing::error!("{msg}");
+            Err(Error::Unavailable(msg))
+        }
+        None => Ok(()),
+    }
+}
+
 impl RedisLink {
     /// A link to `settings.url`. Redis need not be up: commands fail with
     /// [`Error::Unavailable`] until it is.
@@ -105,7 +141,8 @@ impl RedisLink {
             return Ok(c.clone());
         }
         let obj = self.pool.get().await.map_err(unavailable)?;
-        let c: MultiplexedConnection = (*obj).clone();
+        let mut c: MultiplexedConnection = (*obj).clone();
+        check_version(&mut c).await?;
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((obj, c.clone()));
         Ok(c)
     }
@@ -149,5 +186,20 @@ impl RedisLink {
     /// A room history's idle expiry, in whole seconds.
     pub fn ttl_s(&self) -> u64 {
         self.settings.history_ttl.as_secs().max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        use super::parse_version;
+        assert_eq!(
+            parse_version("# Server\r\nredis_version:7.0.15\r\n"),
+            Some((7, 0))
+        );
+        assert_eq!(parse_version("redis_version:6.2.6"), Some((6, 2)));
+        assert!(parse_version("redis_version:6.2.6").unwrap() < super::MIN_REDIS);
+        assert_eq!(parse_version("nothing"), None);
     }
 }

@@ -30,9 +30,14 @@ pub trait Registry: Send + Sync + 'static {
     /// as alive, and removes from presence the sessions of nodes that stopped
     /// reporting (announcing `leave` where a user's last session went with them).
     ///
+    /// Returns `true` when this node was not in the registry: at its first report, or
+    /// after it was reaped while alive (a partition longer than a heartbeat interval)
+    /// or the store lost its data. The node must then add its sessions to presence
+    /// again.
+    ///
     /// # Errors
     /// [`crate::Error::Unavailable`].
-    async fn heartbeat(&self, report: NodeReport) -> Result<()>;
+    async fn heartbeat(&self, report: NodeReport) -> Result<bool>;
 
     /// Totals over the cluster's live nodes; `None` for a single node.
     ///

@@ -12,8 +12,8 @@ pub struct LocalRegistry;
 
 #[async_trait]
 impl Registry for LocalRegistry {
-    async fn heartbeat(&self, _report: NodeReport) -> Result<()> {
-        Ok(())
+    async fn heartbeat(&self, _report: NodeReport) -> Result<bool> {
+        Ok(false)
     }
 
     async fn cluster(&self) -> Result<Option<ClusterStats>> {

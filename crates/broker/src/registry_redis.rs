@@ -47,7 +47,7 @@ impl RedisRegistry {
             .link
             .with_conn(|mut c| {
                 let k = rooms_key.clone();
-                async move { redis::cmd("SMEMBERS").arg(k).query_async(&mut c).await }
+                async move { redis::cmd("HKEYS").arg(k).query_async(&mut c).await }
             })
             .await?;
         for room in rooms {
@@ -98,7 +98,7 @@ impl RedisRegistry {
 
 #[async_trait]
 impl Registry for RedisRegistry {
-    async fn heartbeat(&self, report: NodeReport) -> Result<()> {
+    async fn heartbeat(&self, report: NodeReport) -> Result<bool> {
         let keys = &self.link.keys;
         let me = self.link.settings.node_id.clone();
         if !self.reaped_self.load(Ordering::Acquire) {
@@ -110,12 +110,12 @@ impl Registry for RedisRegistry {
         let entry =
             serde_json::json!({"connections": report.connections, "ts": now_ms()}).to_string();
         let (alive, nodes) = (keys.node_alive(&me), keys.nodes());
-        let others: Vec<String> = self
+        let (missing, others): (bool, Vec<String>) = self
             .link
             .with_conn(|mut c| {
                 let me = me.clone();
                 async move {
-                    let (_, _, ids): ((), (), Vec<String>) = redis::pipe()
+                    let (_, added, ids): ((), i64, Vec<String>) = redis::pipe()
                         .atomic()
                         .cmd("SET")
                         .arg(alive)
@@ -126,7 +126,7 @@ impl Registry for RedisRegistry {
                         .hkeys(&nodes)
                         .query_async(&mut c)
                         .await?;
-                    Ok(ids.into_iter().filter(|id| *id != me).collect())
+                    Ok((added == 1, ids.into_iter().filter(|id| *id != me).collect()))
                 }
             })
             .await?;
@@ -155,7 +155,7 @@ impl Registry for RedisRegistry {
                 self.reap(&other).await?;
             }
         }
-        Ok(())
+        Ok(missing)
     }
 
     async fn cluster(&self) -> Result<Option<ClusterStats>> {

@@ -18,34 +18,54 @@ local function entry_frame(e)
 end
 "#;
 
-/// The epoch rule, shared by every script that reads or writes a history: a room's
-/// epoch is kept in its meta hash beside the stream; when the meta is gone, or it says
-/// the room had a stream and the stream is gone (expired, evicted, Redis restarted
-/// without persistence), the history was lost as a whole and a fresh epoch is set.
+/// The epoch rule, shared by every script that reads or writes a history.
+///
+/// A room with messages keeps its epoch in its meta hash beside the stream (`stream` is
+/// 1 once it held messages). When the meta says the room had a stream and the stream is
+/// gone (expired, evicted, Redis restarted without persistence), the history was lost as
+/// a whole and a fresh random epoch is set.
+///
+/// A room without messages has no meta key at all (so joins of any name create nothing
+/// in Redis): its epoch is derived from the store's own epoch (`P:store-epoch`, random,
+/// made once; gone with the data when Redis loses everything) and the number of the
+/// history-TTL period the current time falls in (Redis `TIME`). The first message keeps
+/// that epoch, so a client that joined the empty room recovers exactly; and a history
+/// that expired as a whole did so at least one TTL after its last message, so a client
+/// that saw it empty before comes back in a later period, with a different epoch.
 const EPOCH: &str = r#"
-local function current_epoch(stream, meta, fresh, ttl)
+local function empty_epoch(store_key, fresh, ttl)
+  redis.call('SET', store_key, fresh, 'NX')
+  local store = redis.call('GET', store_key)
+  local period = math.floor(tonumber(redis.call('TIME')[1]) / tonumber(ttl))
+  return string.sub(store, 1, 16) .. '-' .. period
+end
+local function current_epoch(stream, meta, store_key, fresh, ttl)
   local exists = redis.call('EXISTS', stream)
   local epoch = redis.call('HGET', meta, 'epoch')
-  local had = redis.call('HGET', meta, 'stream')
-  if (not epoch) or (exists == 0 and had == '1') then
+  if not epoch then
+    return empty_epoch(store_key, fresh, ttl), exists, false
+  end
+  if exists == 0 and redis.call('HGET', meta, 'stream') == '1' then
     epoch = fresh
     redis.call('HSET', meta, 'epoch', epoch, 'stream', '0')
     redis.call('EXPIRE', meta, ttl)
   end
-  return epoch, exists
+  return epoch, exists, true
 end
 "#;
 
 /// Appends to the room's stream, trims it, refreshes the idle expiry and publishes
-/// the final frame on the room's channel, as one step.
+/// the final frame on the room's channel, as one step. The first message of a room
+/// creates its meta with the epoch the room had while empty.
 ///
-/// KEYS: stream, meta. ARGV: kind, body, maxlen, ttl seconds, channel, fresh epoch.
-/// Returns the new id.
+/// KEYS: stream, meta, store epoch. ARGV: kind, body, maxlen, ttl seconds, channel,
+/// fresh epoch. Returns the new id.
 pub fn publish_entry() -> String {
     format!(
         "{SPLICE}{EPOCH}{}",
         r#"
-current_epoch(KEYS[1], KEYS[2], ARGV[6], ARGV[4])
+local epoch, _, has_meta = current_epoch(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[4])
+if not has_meta then redis.call('HSET', KEYS[2], 'epoch', epoch) end
 redis.call('HSET', KEYS[2], 'stream', '1')
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'k', ARGV[1], 'b', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -56,20 +76,23 @@ return id
     )
 }
 
-/// The room's epoch and last id, and with a `since`, the frames after it. Redis does
-/// not record the newest id that trimming removed, so the script reports the first kept
-/// id when anything was trimmed: a replay is complete only from that id on. (A client
-/// whose `since` is exactly the last trimmed id is told `recovered:false` although it
-/// missed nothing: conservative, never a silent gap.)
+/// The room's epoch and last id, and with a `since`, the frames after it, at most
+/// `max_bytes` of them (the newest, when there are more: the replay is then cut).
+/// Redis does not record the newest id that trimming removed, so the script reports the
+/// first kept id when anything was trimmed: a replay is complete only from that id on.
+/// (A client whose `since` is exactly the last trimmed id is told `recovered:false`
+/// although it missed nothing: conservative, never a silent gap.)
 ///
-/// KEYS: stream, meta. ARGV: fresh epoch, ttl seconds, since ('' for none).
-/// Returns `{epoch, last_id or '', first_kept_if_trimmed or '0-0', id1, frame1, …}`.
+/// KEYS: stream, meta, store epoch. ARGV: fresh epoch, ttl seconds, since ('' for
+/// none), max bytes.
+/// Returns `{epoch, last_id or '', first_kept_if_trimmed or '0-0', cut (0|1), id1,
+/// frame1, …}`, oldest first.
 pub fn replay() -> String {
     format!(
         "{SPLICE}{EPOCH}{}",
         r#"
-local epoch, exists = current_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-if exists == 0 then return {epoch, '', '0-0'} end
+local epoch, exists = current_epoch(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if exists == 0 then return {epoch, '', '0-0', '0'} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, first, len, added = '', '0-0', 0, 0
 for i = 1, #info, 2 do
@@ -83,52 +106,79 @@ end
 -- are left, and then everything before the first kept entry may be gone.
 local trimmed_before = '0-0'
 if added > len then trimmed_before = first end
-local out = {epoch, last, trimmed_before}
+local newest_first, cut = {}, 0
 if ARGV[3] ~= '' then
-  for _, e in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[3], '+')) do
-    table.insert(out, e[1])
-    table.insert(out, entry_frame(e))
+  local max, bytes, top = tonumber(ARGV[4]), 0, '+'
+  while cut == 0 do
+    local chunk = redis.call('XREVRANGE', KEYS[1], top, '(' .. ARGV[3], 'COUNT', 100)
+    for _, e in ipairs(chunk) do
+      local f = entry_frame(e)
+      if bytes + #f > max then cut = 1; break end
+      bytes = bytes + #f
+      table.insert(newest_first, {e[1], f})
+    end
+    if #chunk < 100 then break end
+    top = '(' .. chunk[#chunk][1]
   end
+end
+local out = {epoch, last, trimmed_before, tostring(cut)}
+for i = #newest_first, 1, -1 do
+  table.insert(out, newest_first[i][1])
+  table.insert(out, newest_first[i][2])
 end
 return out
 "#
     )
 }
 
-/// Up to `limit` frames before an id (or the newest), newest first.
+/// Up to `limit` frames before an id (or the newest), newest first, at most
+/// `max_bytes` of them. Returns `{cut (0|1), frame1, frame2, …}`.
 ///
-/// KEYS: stream. ARGV: before ('' for none), limit.
+/// KEYS: stream. ARGV: before ('' for none), limit, max bytes.
 pub fn history() -> String {
     format!(
         "{SPLICE}{}",
         r#"
 local top = '+'
 if ARGV[1] ~= '' then top = '(' .. ARGV[1] end
-local out = {}
+local max, bytes, cut = tonumber(ARGV[3]), 0, 0
+local out = {'0'}
 for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', ARGV[2])) do
-  table.insert(out, entry_frame(e))
+  local f = entry_frame(e)
+  if bytes + #f > max then cut = 1; break end
+  bytes = bytes + #f
+  table.insert(out, f)
 end
+out[1] = tostring(cut)
 return out
 "#
     )
 }
 
 /// Adds a session's presence in a room. Returns 1 when it is the user's first session.
+/// The node's room counts (`node-rooms`, room → its sessions there) follow, so the
+/// reaper knows where a dead node had sessions, and the hash shrinks as they leave.
 ///
 /// KEYS: presence, presence-users, node-rooms. ARGV: session, user, name, node, room.
 pub const PRESENCE_ADD: &str = r#"
 local v = cjson.encode({u = ARGV[2], n = ARGV[3], node = ARGV[4]})
 local new = redis.call('HSET', KEYS[1], ARGV[1], v)
-redis.call('SADD', KEYS[3], ARGV[5])
-if new == 1 and redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+if new == 1 then
+  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+end
 return 0
 "#;
 
 /// Removes a session's presence. Returns 1 when it was the user's last session.
 ///
-/// KEYS: presence, presence-users. ARGV: session, user.
+/// KEYS: presence, presence-users, node-rooms (of the node that added it). ARGV:
+/// session, user, room.
 pub const PRESENCE_REMOVE: &str = r#"
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then
+    redis.call('HDEL', KEYS[3], ARGV[3])
+  end
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
     return 1
@@ -158,9 +208,11 @@ end
 return gone
 "#;
 
-/// Sets or clears a typing flag, drops expired ones, returns `{user1, name1, …}`.
+/// Sets or clears a typing flag, drops expired ones, returns `{user1, name1, …}`. At
+/// most `max` users are flagged at once: a further one is not added (so neither the
+/// hash nor the `typing` frame grows with the room).
 ///
-/// KEYS: typing. ARGV: user, name, 1|0, ttl ms, now ms.
+/// KEYS: typing. ARGV: user, name, 1|0, ttl ms, now ms, max.
 pub const TYPING_SET: &str = r#"
 local now = tonumber(ARGV[5])
 local all = redis.call('HGETALL', KEYS[1])
@@ -169,7 +221,9 @@ for i = 1, #all, 2 do
   if exp == nil or exp <= now then redis.call('HDEL', KEYS[1], all[i]) end
 end
 if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[1], ARGV[1], tostring(now + tonumber(ARGV[4])) .. '|' .. ARGV[2])
+  if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[6]) then
+    redis.call('HSET', KEYS[1], ARGV[1], tostring(now + tonumber(ARGV[4])) .. '|' .. ARGV[2])
+  end
 else
   redis.call('HDEL', KEYS[1], ARGV[1])
 end
@@ -260,19 +314,23 @@ return out
 }
 
 /// A page of notifications. KEYS: list. ARGV: limit, before ('' none), unread only
-/// (1|0), now ms, ttl ms. Returns `{unread, r1, json1, r2, json2, …}` newest first.
+/// (1|0), now ms, ttl ms, max bytes (of the JSON). Returns `{unread, more (0|1), r1,
+/// json1, r2, json2, …}` newest first; `more` is 1 when the byte bound cut the page.
 pub fn notifications() -> String {
     format!(
         "{NOTIFICATIONS}{}",
         r#"
 local limit, before, only = tonumber(ARGV[1]), ARGV[2], ARGV[3] == '1'
+local max, bytes = tonumber(ARGV[6]), 0
 expire(KEYS[1], tonumber(ARGV[4]) - tonumber(ARGV[5]))
-local out = {unread(KEYS[1])}
+local out = {unread(KEYS[1]), '0'}
 local taken = 0
 for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   if taken >= limit then break end
   local _, r, id, json = parse(item)
   if (before == '' or id < before) and (not only or r == '0') then
+    if bytes + #json > max then out[2] = '1'; break end
+    bytes = bytes + #json
     table.insert(out, r)
     table.insert(out, json)
     taken = taken + 1

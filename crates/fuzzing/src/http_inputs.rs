@@ -50,7 +50,7 @@ fn query(input: &[u8]) {
     if let Some((k, v)) = q.pairs().first() {
         assert_eq!(q.get(k), Some(v.as_str()));
     }
-    match Authenticator::new(None).authenticate(q.pairs(), None) {
+    match Authenticator::new(None, None, None).authenticate(q.pairs(), None) {
         Ok(id) => {
             assert!(names::valid_user_id(&id.user.user_id), "{:?}", id.user);
             assert!(!id.user.username.is_empty());
@@ -83,7 +83,7 @@ fn signed_claims(claims: &[u8]) {
     let signature =
         jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("signing");
     let token = format!("{message}.{signature}");
-    let auth = Authenticator::new(Some(SECRET));
+    let auth = Authenticator::new(Some(SECRET), None, None);
     let by_query = auth.authenticate(&[("token".into(), token.clone())], None);
     let by_header = auth.authenticate(&[], Some(&format!("Bearer {token}")));
     match (&by_query, &by_header) {
@@ -96,7 +96,10 @@ fn signed_claims(claims: &[u8]) {
         (Err(a), Err(b)) => {
             assert_eq!(a, b);
             assert!(
-                matches!(a, AuthError::Invalid | AuthError::Expired),
+                matches!(
+                    a,
+                    AuthError::Invalid | AuthError::Expired | AuthError::NotYetValid
+                ),
                 "{a:?}"
             );
         }
@@ -109,7 +112,7 @@ fn raw_token(input: &[u8]) {
     let Ok(token) = std::str::from_utf8(input) else {
         return;
     };
-    let auth = Authenticator::new(Some(SECRET));
+    let auth = Authenticator::new(Some(SECRET), None, None);
     let r = auth.authenticate(&[("token".into(), token.to_owned())], None);
     assert!(r.is_err(), "an unsigned token was accepted: {token:?}");
     if let Ok(h) = HeaderValue::from_str(token) {

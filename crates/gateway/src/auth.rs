@@ -52,7 +52,11 @@ pub enum AuthError {
     /// The token is expired.
     #[error("token expired")]
     Expired,
-    /// The token is malformed, badly signed or lacks a required claim.
+    /// The token's `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The token is malformed, badly signed, lacks a required claim, or names another
+    /// issuer or audience.
     #[error("invalid token")]
     Invalid,
     /// A development-mode identity parameter is unusable.
@@ -83,14 +87,29 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Token mode when `secret` is given, development mode otherwise.
-    pub fn new(secret: Option<&str>) -> Self {
+    /// Token mode when `secret` is given, development mode otherwise. `issuer` and
+    /// `audience`, when given, must match the token's `iss` and `aud`; `nbf` is always
+    /// checked when present.
+    pub fn new(secret: Option<&str>, issuer: Option<&str>, audience: Option<&str>) -> Self {
         let key = secret.map(|s| {
             let mut v = Validation::new(Algorithm::HS256);
-            v.set_required_spec_claims(&["exp", "sub"]);
+            let mut required = vec!["exp", "sub"];
             // No leeway: a token past its `exp` is refused at the handshake, exactly when
             // a connected session holding it is closed with 1008.
             v.leeway = 0;
+            v.validate_nbf = true;
+            match audience {
+                Some(aud) => {
+                    v.set_audience(&[aud]);
+                    required.push("aud");
+                }
+                None => v.validate_aud = false,
+            }
+            if let Some(iss) = issuer {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            v.set_required_spec_claims(&required);
             (DecodingKey::from_secret(s.as_bytes()), v)
         });
         Authenticator { key }
@@ -126,6 +145,9 @@ impl Authenticator {
                 let data =
                     decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
                         jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                        jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                            AuthError::NotYetValid
+                        }
                         _ => AuthError::Invalid,
                     })?;
                 let c = data.claims;
@@ -203,7 +225,7 @@ mod tests {
 
     #[test]
     fn tokens() {
-        let auth = Authenticator::new(Some("s3cret"));
+        let auth = Authenticator::new(Some("s3cret"), None, None);
         let good = token(
             json!({"sub":"alice","name":"Alice","exp":now()+60,"rooms":["private:a","private:team-*"]}),
             "s3cret",
@@ -256,8 +278,43 @@ mod tests {
     }
 
     #[test]
+    fn nbf_issuer_and_audience() {
+        let open = Authenticator::new(Some("k"), None, None);
+        let strict = Authenticator::new(Some("k"), Some("https://idp"), Some("wsgate"));
+        let t = |c: serde_json::Value| vec![("token".to_owned(), token(c, "k"))];
+        let exp = now() + 60;
+        // `aud` is not checked when none is configured (it used to refuse every token
+        // that carried one).
+        assert!(open
+            .authenticate(&t(json!({"sub":"a","exp":exp,"aud":"other"})), None)
+            .is_ok());
+        assert_eq!(
+            open.authenticate(&t(json!({"sub":"a","exp":exp,"nbf":now()+600})), None)
+                .unwrap_err(),
+            AuthError::NotYetValid
+        );
+        assert!(open
+            .authenticate(&t(json!({"sub":"a","exp":exp,"nbf":now()-1})), None)
+            .is_ok());
+        let good = json!({"sub":"a","exp":exp,"iss":"https://idp","aud":["x","wsgate"]});
+        assert!(strict.authenticate(&t(good), None).is_ok());
+        for bad in [
+            json!({"sub":"a","exp":exp,"iss":"https://idp"}),
+            json!({"sub":"a","exp":exp,"aud":"wsgate"}),
+            json!({"sub":"a","exp":exp,"iss":"https://evil","aud":"wsgate"}),
+            json!({"sub":"a","exp":exp,"iss":"https://idp","aud":"other"}),
+        ] {
+            assert_eq!(
+                strict.authenticate(&t(bad.clone()), None).unwrap_err(),
+                AuthError::Invalid,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn development_mode() {
-        let auth = Authenticator::new(None);
+        let auth = Authenticator::new(None, None, None);
         let id = auth
             .authenticate(&[("user_id".into(), "bob".into())], None)
             .unwrap();

@@ -45,6 +45,15 @@ pub struct Config {
     #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// When set, tokens must carry this `iss`.
+    #[arg(long, env = "WSGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, tokens must carry this `aud` (a string, or a list holding it); when
+    /// unset, a token's `aud` is not checked.
+    #[arg(long, env = "WSGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
     /// API key for the back-end HTTP API.
     #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -96,8 +105,10 @@ pub struct Config {
     #[arg(long, env = "WSGATE_KEEPALIVE_TIMEOUT_MS", default_value_t = 60_000)]
     pub keepalive_timeout_ms: u64,
 
-    /// Accepted connections still waiting for their request headers, at most; a
-    /// connection beyond this is closed at once.
+    /// HTTP connections that are not sessions, at most: waiting for their request
+    /// headers, serving plain requests, or idle between kept-alive requests; a
+    /// connection beyond this is closed at once. WebSocket and SSE sessions do not
+    /// count (`--max-connections` bounds them).
     #[arg(long, env = "WSGATE_MAX_HANDSHAKES", default_value_t = 1024)]
     pub max_handshakes: usize,
 
@@ -120,6 +131,26 @@ pub struct Config {
     /// Frames queued per connection before it is closed as a slow consumer (1013).
     #[arg(long, env = "WSGATE_SEND_QUEUE", default_value_t = 256)]
     pub send_queue: usize,
+
+    /// Bytes of frames one connection may hold (queued, or taken by its writer and not
+    /// yet written) before it is closed as a slow consumer (1013). A join's replay is
+    /// bounded by half of it.
+    #[arg(long, env = "WSGATE_SEND_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub send_queue_bytes: usize,
+
+    /// A write to a client (a burst of frames, a ping) that does not complete within
+    /// this many milliseconds closes the connection as a slow consumer (1013).
+    #[arg(long, env = "WSGATE_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+
+    /// Most members a `joined` lists (`members_more` says when there are more).
+    #[arg(long, env = "WSGATE_JOINED_MEMBERS", default_value_t = 100)]
+    pub joined_members: usize,
+
+    /// Most rooms with members on this node; a join of one more room gets
+    /// `too_many_rooms`.
+    #[arg(long, env = "WSGATE_MAX_ROOMS", default_value_t = 100_000)]
+    pub max_rooms: usize,
 
     /// Interval of protocol pings; a peer silent for two intervals is closed.
     #[arg(long, env = "WSGATE_HEARTBEAT_MS", default_value_t = 25_000)]
@@ -168,6 +199,18 @@ impl Config {
         self.max_message_bytes + 4096
     }
 
+    /// Largest frame the server sends: history and notification pages are cut to fit,
+    /// and every other frame is smaller by construction; the writer closes a connection
+    /// with 1011 rather than send a larger one.
+    pub fn max_out_frame(&self) -> usize {
+        (256 << 10).max(2 * self.max_frame_bytes())
+    }
+
+    /// Most bytes a join's replay (and a pending join's held-back frames) may take.
+    pub fn replay_max_bytes(&self) -> usize {
+        self.send_queue_bytes / 2
+    }
+
     /// The send buffer to set on accepted sockets, if any.
     pub fn socket_send_buffer(&self) -> Option<usize> {
         (self.socket_send_buffer > 0).then_some(self.socket_send_buffer)
@@ -180,6 +223,20 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.send_queue == 0 {
             return Err("--send-queue must be at least 1".into());
+        }
+        if self.send_queue_bytes < 4096 {
+            return Err("--send-queue-bytes must be at least 4096".into());
+        }
+        if self.write_timeout_ms < 10 {
+            return Err("--write-timeout-ms must be at least 10".into());
+        }
+        if self.max_rooms == 0 {
+            return Err("--max-rooms must be at least 1".into());
+        }
+        if self.jwt_issuer.as_deref().is_some_and(str::is_empty)
+            || self.jwt_audience.as_deref().is_some_and(str::is_empty)
+        {
+            return Err("--jwt-issuer and --jwt-audience must not be empty when given".into());
         }
         if self.heartbeat_ms < 10 {
             return Err("--heartbeat-ms must be at least 10".into());

@@ -38,7 +38,7 @@ where
     let span = tracing::debug_span!("echo");
     async move {
         let key = uuid::Uuid::new_v4().to_string();
-        let lifetime = Lifetime::open(&node, slot, &key);
+        let lifetime = Lifetime::open(&node, slot, &key, None);
         let (queue, control) = (
             lifetime.handle.queue.clone(),
             lifetime.handle.control.clone(),
@@ -46,6 +46,7 @@ where
         let (sink, mut stream) = ws.split();
         let epoch = Instant::now();
         let last_seen = Arc::new(AtomicU64::new(0));
+        let acked_ping = Arc::new(AtomicU64::new(0));
         let writer = node.tracker.spawn(
             run_writer(
                 sink,
@@ -57,6 +58,9 @@ where
                     epoch,
                     expires_at: None,
                     drain_timeout: Duration::from_millis(node.config.shutdown_timeout_ms),
+                    write_timeout: Duration::from_millis(node.config.write_timeout_ms),
+                    max_out_frame: node.config.max_out_frame(),
+                    acked_ping: acked_ping.clone(),
                 },
             )
             // A debug-level child span: at info it is disabled and costs the writer,
@@ -87,7 +91,7 @@ where
             tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
-                _ = queue.room() => {}
+                _ = queue.room_for(item.len()) => {}
             }
             if queue.push(item).is_err() {
                 // Closed: the writer has ended the connection.

@@ -69,6 +69,10 @@ pub struct SessionHandle {
     pub queue: Arc<Queue>,
     /// Shared end-of-session state.
     pub control: Arc<Control>,
+    /// How presence knows the session (`/ws` sessions; SSE streams and echo
+    /// connections are not in presence): lets the node re-add its members after its
+    /// presence was reaped while it was alive.
+    pub presence: Option<Arc<wsgate_broker::SessionRef>>,
 }
 
 /// The queue was full: the session has been closed as a slow consumer.

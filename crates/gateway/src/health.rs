@@ -17,11 +17,16 @@ pub async fn readyz(node: &Node) -> Response<Body> {
             StatusCode::OK,
             &json!({"status": "ready", "broker": node.broker.kind()}),
         ),
-        Err(e) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            &e.to_string(),
-        ),
+        Err(e) => {
+            // The broker's own error text (addresses, server messages) stays in the
+            // logs: a readiness probe is often reachable from outside.
+            tracing::debug!(error = %e, "not ready");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the broker is unreachable",
+            )
+        }
     }
 }
 
@@ -49,7 +54,10 @@ pub async fn stats(node: &Node) -> serde_json::Value {
             });
         }
         Ok(None) => {}
-        Err(e) => out["cluster"] = json!({"error": e.to_string()}),
+        Err(e) => {
+            tracing::debug!(error = %e, "cluster totals unavailable");
+            out["cluster"] = json!({"error": "the broker is unreachable"});
+        }
     }
     out
 }

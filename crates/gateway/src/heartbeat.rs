@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wsgate_broker::NodeReport;
+use wsgate_broker::{Channel, NodeReport};
+use wsgate_protocol::server::{PresenceEvent, ServerFrame};
 
 use crate::node::Node;
 
@@ -14,6 +15,8 @@ pub async fn run(node: Arc<Node>) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // Set while local sessions must be added to presence again, until that holds.
+    let mut readd = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -23,11 +26,16 @@ pub async fn run(node: Arc<Node>) {
             connections: node.active() as u64,
         };
         match node.registry.heartbeat(report).await {
-            Ok(()) if failing => {
-                tracing::info!("cluster heartbeat restored");
-                failing = false;
+            Ok(missing) => {
+                if failing {
+                    tracing::info!("cluster heartbeat restored");
+                    failing = false;
+                }
+                readd |= missing;
+                if readd {
+                    readd = !readd_presence(&node).await;
+                }
             }
-            Ok(()) => {}
             Err(e) if !failing => {
                 tracing::warn!(error = %e, "cluster heartbeat failing");
                 failing = true;
@@ -35,4 +43,40 @@ pub async fn run(node: Arc<Node>) {
             Err(_) => {}
         }
     }
+}
+
+/// Adds every local `/ws` session to presence again (the registry did not know this
+/// node: it was reaped while alive, or the store lost its data), announcing `join`
+/// where a user is back. Adding an entry that is still there changes nothing.
+/// Returns whether every entry was added.
+async fn readd_presence(node: &Arc<Node>) -> bool {
+    let entries = node.hub.presence_entries();
+    if entries.is_empty() {
+        return true;
+    }
+    tracing::warn!(
+        entries = entries.len(),
+        "this node was missing from the cluster registry: adding its sessions to presence again"
+    );
+    for (room, session) in entries {
+        match node.presence.add(&room, &session).await {
+            Ok(true) => {
+                let frame = ServerFrame::Presence {
+                    room: room.clone(),
+                    event: PresenceEvent::Join,
+                    user: session.user.clone(),
+                };
+                let _ = node
+                    .broker
+                    .publish(&Channel::Room(room), frame.encode().into())
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "re-adding presence failed; the next heartbeat tries again");
+                return false;
+            }
+        }
+    }
+    true
 }

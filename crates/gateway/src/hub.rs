@@ -6,6 +6,7 @@
 //! whose queue is full, so one slow client never delays another.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -36,14 +37,25 @@ struct RoomMember {
     /// While a join is being answered, live frames wait here (with their ids) so
     /// that they follow the replay and `joined`, minus what the replay already held.
     pending: Option<Vec<(Option<MessageId>, Utf8Bytes)>>,
-    /// Most frames `pending` may hold (the queue size): beyond that the session is
-    /// as slow as a full queue.
-    pending_cap: usize,
+    /// Most frames and bytes `pending` may hold: beyond that the session is as slow
+    /// as a full queue.
+    pending_cap: PendingCap,
+    /// Bytes held in `pending`.
+    pending_bytes: usize,
     /// After a replay up to this id, stored frames up to it that were still on their
     /// way to the hub (published before the replay was read, dispatched after the join
     /// finished) are dropped for this member. Cleared by the first newer id, since a
     /// room's frames arrive in id order.
     skip_through: Option<MessageId>,
+}
+
+/// How much a pending join may hold back.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingCap {
+    /// Frames.
+    pub frames: usize,
+    /// Bytes.
+    pub bytes: usize,
 }
 
 /// What a fan-out did.
@@ -94,7 +106,7 @@ impl Hub {
 
     /// Puts a session in `room`, holding its live frames back until
     /// [`Hub::finish_join`]. Returns `true` when it is the room's first local member.
-    pub fn join(&self, room: &str, handle: &SessionHandle, pending_cap: usize) -> bool {
+    pub fn join(&self, room: &str, handle: &SessionHandle, pending_cap: PendingCap) -> bool {
         let mut st = self.lock();
         let members = st.rooms.entry(room.to_owned()).or_default();
         let first = members.is_empty();
@@ -104,6 +116,7 @@ impl Hub {
                 handle: handle.clone(),
                 pending: Some(Vec::new()),
                 pending_cap,
+                pending_bytes: 0,
                 skip_through: None,
             },
         );
@@ -128,6 +141,7 @@ impl Hub {
             return Ok(());
         };
         let pending = member.pending.take().unwrap_or_default();
+        member.pending_bytes = 0;
         member.skip_through = seen;
         head.extend(
             pending
@@ -174,6 +188,25 @@ impl Hub {
         out.extend(st.rooms.keys().map(|r| Channel::Room(r.clone())));
         out.extend(st.users.keys().map(|u| Channel::User(u.clone())));
         out
+    }
+
+    /// Every (room, session) of the local `/ws` members, for presence to re-add them.
+    pub fn presence_entries(&self) -> Vec<(String, Arc<wsgate_broker::SessionRef>)> {
+        let st = self.lock();
+        st.rooms
+            .iter()
+            .flat_map(|(room, members)| {
+                members
+                    .values()
+                    .filter_map(|m| m.handle.presence.clone())
+                    .map(move |p| (room.clone(), p))
+            })
+            .collect()
+    }
+
+    /// Whether `room` has local members.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.lock().rooms.contains_key(room)
     }
 
     /// Rooms with local members.
@@ -230,7 +263,9 @@ impl Hub {
                             offer(&mut out, &m.handle)
                         }
                         Some(pending) => {
-                            if pending.len() >= m.pending_cap {
+                            if pending.len() >= m.pending_cap.frames
+                                || m.pending_bytes + frame.len() > m.pending_cap.bytes
+                            {
                                 m.handle
                                     .control
                                     .close(wsgate_protocol::CloseCode::TryAgainLater);
@@ -239,6 +274,7 @@ impl Hub {
                             }
                             let fid = *id.get_or_insert_with(|| frame_id(frame.as_str()));
                             pending.push((fid, frame.clone()));
+                            m.pending_bytes += frame.len();
                             out.delivered += 1;
                         }
                     }
@@ -267,8 +303,15 @@ mod tests {
         }
     }
 
+    fn cap(frames: usize) -> PendingCap {
+        PendingCap {
+            frames,
+            bytes: 1 << 20,
+        }
+    }
+
     fn session(id: u64, cap: usize) -> (SessionHandle, Rx) {
-        let queue = Queue::new(cap);
+        let queue = Queue::new(cap, 1 << 20);
         let control = Arc::new(Control::new(CancellationToken::new()));
         (
             SessionHandle {
@@ -276,6 +319,7 @@ mod tests {
                 key: Arc::from(format!("s{id}")),
                 queue: queue.clone(),
                 control,
+                presence: None,
             },
             Rx(queue),
         )
@@ -299,9 +343,9 @@ mod tests {
         let (a, mut ra) = session(1, 8);
         let (b, mut rb) = session(2, 8);
         let (c, mut rc) = session(3, 8);
-        assert!(hub.join("r", &a, 8));
-        assert!(!hub.join("r", &b, 8));
-        hub.join("other", &c, 8);
+        assert!(hub.join("r", &a, cap(8)));
+        assert!(!hub.join("r", &b, cap(8)));
+        hub.join("other", &c, cap(8));
         hub.finish_join("r", 1, vec![], None).unwrap();
         hub.finish_join("r", 2, vec![], None).unwrap();
         hub.finish_join("other", 3, vec![], None).unwrap();
@@ -333,7 +377,7 @@ mod tests {
     fn pending_join_follows_replay_without_duplicates() {
         let hub = Hub::new();
         let (a, mut ra) = session(1, 8);
-        hub.join("r", &a, 8);
+        hub.join("r", &a, cap(8));
         // Live frames arrive while the replay is read: 5-0 is also in the replay.
         hub.dispatch(&Channel::Room("r".into()), &msg("5-0"));
         hub.dispatch(
@@ -380,7 +424,7 @@ mod tests {
         let (slow, _rs) = session(1, 2);
         let (fast, mut rf) = session(2, 64);
         for h in [&slow, &fast] {
-            hub.join("r", h, 64);
+            hub.join("r", h, cap(64));
             hub.finish_join("r", h.id, vec![], None).unwrap();
         }
         let mut slow_closes = 0;

@@ -11,6 +11,7 @@ use wsgate_broker::{Channel, RoomState};
 use wsgate_protocol::MessageId;
 
 use crate::handle::{SessionHandle, SlowConsumer};
+use crate::hub::PendingCap;
 use crate::node::Node;
 
 /// A join in progress.
@@ -50,7 +51,11 @@ impl<'a> RoomJoin<'a> {
         handle: &'a SessionHandle,
         room: &'a str,
     ) -> Result<Self, wsgate_broker::Error> {
-        node.hub.join(room, handle, node.config.send_queue);
+        let cap = PendingCap {
+            frames: node.config.send_queue,
+            bytes: node.config.replay_max_bytes(),
+        };
+        node.hub.join(room, handle, cap);
         let join = RoomJoin {
             node,
             handle,
@@ -73,7 +78,9 @@ impl<'a> RoomJoin<'a> {
         let broker = &self.node.broker;
         Ok(match since {
             Some(since) => {
-                let replay = broker.replay(self.room, since).await?;
+                let replay = broker
+                    .replay(self.room, since, self.node.config.replay_max_bytes())
+                    .await?;
                 let last = replay.entries.last().map(|(id, _)| *id);
                 // Live frames up to `since` are skipped only when the replay vouches for
                 // the range: after an incomplete one (`since` trimmed away, from another

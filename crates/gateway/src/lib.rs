@@ -7,7 +7,8 @@
 //!
 //! - [`server`]: the listener, the accept loop and graceful shutdown; it starts the
 //!   node's background tasks: [`dispatch`] (broker events → the hub), [`heartbeat`]
-//!   (the cluster registry) and [`stats_room`] (the dashboard's feed).
+//!   (the cluster registry), [`stats_room`] (the dashboard's feed) and
+//!   [`presence_retry`] (presence removals that failed, retried until they hold).
 //! - [`router`]: every HTTP request to its handler: [`upgrade`] (the `/ws` handshake),
 //!   [`sse`] (`/events`), [`api`] (the back-end API), [`health`] (`/readyz`,
 //!   `/api/stats`), [`assets`] (the demo pages and `client.js`).
@@ -21,7 +22,8 @@
 //!   (connection limits), [`metrics`], [`auth`].
 //! - Leaves: [`handle`] and [`queue`] (what the hub holds of a session), [`config`],
 //!   [`response`] and [`query`] (HTTP building blocks), [`proxy`] (client addresses),
-//!   [`ratelimit`], [`clock`], [`reserved`] (room names with a meaning).
+//!   [`ratelimit`], [`clock`], [`reserved`] (room names with a meaning),
+//!   [`pending_removals`] (presence removals waiting for a retry).
 
 pub mod api;
 pub mod assets;
@@ -38,6 +40,8 @@ pub mod join;
 pub mod lifecycle;
 pub mod metrics;
 pub mod node;
+pub mod pending_removals;
+pub mod presence_retry;
 pub mod proxy;
 pub mod query;
 pub mod queue;

@@ -23,15 +23,22 @@ pub struct Lifetime {
 
 impl Lifetime {
     /// Opens a session holding `slot`, with a fresh queue and a kill switch under the
-    /// node's shutdown token. `key` is its cluster-wide id.
-    pub fn open(node: &Arc<Node>, slot: Slot, key: &str) -> Self {
+    /// node's shutdown token. `key` is its cluster-wide id; `presence`, how presence
+    /// knows it (for `/ws` sessions).
+    pub fn open(
+        node: &Arc<Node>,
+        slot: Slot,
+        key: &str,
+        presence: Option<Arc<wsgate_broker::SessionRef>>,
+    ) -> Self {
         node.metrics.connections_total.inc();
         node.metrics.connections_active.inc();
         let handle = SessionHandle {
             id: node.next_session_id(),
             key: Arc::from(key),
-            queue: Queue::new(node.config.send_queue),
+            queue: Queue::new(node.config.send_queue, node.config.send_queue_bytes),
             control: Arc::new(Control::new(node.root.child_token())),
+            presence,
         };
         Lifetime {
             node: node.clone(),

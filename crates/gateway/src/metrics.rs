@@ -45,6 +45,12 @@ pub struct Metrics {
     pub broker_disconnects: Counter,
     /// Client frames refused with `unavailable` because the broker failed.
     pub broker_errors: Counter,
+    /// Presence removals that failed and wait for a retry.
+    pub presence_removals_pending: Gauge,
+    /// Presence removals that held on a retry.
+    pub presence_retries: Counter,
+    /// Presence removals lost because too many were waiting.
+    pub presence_removals_lost: Counter,
 }
 
 impl Default for Metrics {
@@ -72,6 +78,9 @@ impl Metrics {
             broker_up: Gauge::default(),
             broker_disconnects: Counter::default(),
             broker_errors: Counter::default(),
+            presence_removals_pending: Gauge::default(),
+            presence_retries: Counter::default(),
+            presence_removals_lost: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -139,6 +148,21 @@ impl Metrics {
             "broker_errors",
             "Client frames refused because the broker failed",
             m.broker_errors.clone(),
+        );
+        registry.register(
+            "presence_removals_pending",
+            "Presence removals waiting for a retry (the broker failed)",
+            m.presence_removals_pending.clone(),
+        );
+        registry.register(
+            "presence_retries",
+            "Presence removals that held on a retry",
+            m.presence_retries.clone(),
+        );
+        registry.register(
+            "presence_removals_lost",
+            "Presence removals lost because too many were waiting",
+            m.presence_removals_lost.clone(),
         );
         for code in ErrorCode::ALL {
             let _ = m.errors.get_or_create(&vec![("code", code.as_str())]);

@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::pending_removals::PendingRemovals;
 use crate::slot::Capacity;
 use crate::subscriptions::Subscriptions;
 
@@ -42,6 +43,8 @@ pub struct Node {
     pub auth: Authenticator,
     /// Connection counts and limits.
     pub capacity: Arc<Capacity>,
+    /// Presence removals that failed, waiting for a retry.
+    pub removals: PendingRemovals,
     /// Set when shutdown starts: `/readyz` answers 503 and handshakes are refused.
     pub draining: AtomicBool,
     /// Source of node-local session ids.
@@ -57,7 +60,11 @@ pub struct Node {
 impl Node {
     /// A node over `backend`.
     pub fn new(config: Config, node_id: String, backend: Backend) -> Arc<Self> {
-        let auth = Authenticator::new(config.jwt_secret.as_deref());
+        let auth = Authenticator::new(
+            config.jwt_secret.as_deref(),
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        );
         let metrics = Metrics::new();
         // The embedded broker is always there; Redis says when it connects.
         metrics
@@ -74,6 +81,7 @@ impl Node {
             metrics,
             auth,
             capacity: Capacity::new(config.max_connections, config.max_connections_per_ip),
+            removals: PendingRemovals::default(),
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             started: Instant::now(),
@@ -96,6 +104,29 @@ impl Node {
     /// Whether the node is shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether a session may join `room` without the node going past `--max-rooms`
+    /// rooms with local members.
+    pub fn room_allowed(&self, room: &str) -> bool {
+        self.hub.has_room(room) || self.hub.room_count() < self.config.max_rooms
+    }
+
+    /// Removes `session` from `room`'s presence; returns whether it was the user's
+    /// last session there. A failure is not dropped: the removal waits for a retry
+    /// (and the `leave` it owes is announced then), and this answers `false`.
+    pub async fn presence_remove(&self, room: &str, session: &wsgate_broker::SessionRef) -> bool {
+        match self.presence.remove(room, session).await {
+            Ok(last) => last,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "presence removal failed; retrying in the background");
+                if !self.removals.add(room, session) {
+                    self.metrics.presence_removals_lost.inc();
+                    tracing::error!(%room, "too many presence removals waiting: one is lost");
+                }
+                false
+            }
+        }
     }
 
     /// Unsubscribes from `channel` a little later, if no local session needs it then.

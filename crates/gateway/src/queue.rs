@@ -20,6 +20,22 @@ pub enum Outbound {
     Binary(bytes::Bytes),
 }
 
+impl Outbound {
+    /// The bytes it holds (what it counts against the queue's byte bound).
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(f) => f.len(),
+            Outbound::Batch(fs) => fs.iter().map(|f| f.len()).sum(),
+            Outbound::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A session's bounded send queue: many producers (fan-out, the session's own
 /// replies), one consumer (its writer, or the SSE body task).
 ///
@@ -29,20 +45,41 @@ pub enum Outbound {
 /// the consumer only when it finds the queue empty (a consumer that has not emptied
 /// it yet will see the frame anyway), and the consumer takes everything queued in one
 /// lock, which is what a writer that flushes once per burst wants.
+///
+/// It is bounded twice: in items (`--send-queue`) and in bytes (`--send-queue-bytes`),
+/// counting what is queued *and* what the consumer has taken but not yet written
+/// (until it calls [`Queue::written`]), so one session holds at most the byte bound of
+/// frames, whatever they are (a replay or a `history` reply counts its bytes). One item
+/// larger than the bound is still taken when nothing else is held: the largest frame
+/// the server makes is bounded by other means.
 #[derive(Debug)]
 pub struct Queue {
     state: Mutex<QueueState>,
     /// Woken when a frame arrives in an empty queue, or the queue is closed.
     consumer: AtomicWaker,
-    /// Woken when the consumer has taken frames (a producer waiting for room).
+    /// Woken when the consumer has taken or written frames (a producer waiting for room).
     space: AtomicWaker,
+    /// Most items queued.
     capacity: usize,
+    /// Most bytes held (queued plus taken and not yet written).
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct QueueState {
     items: VecDeque<Outbound>,
+    /// Bytes of `items`.
+    queued: usize,
+    /// Bytes taken by the consumer and not yet reported written.
+    in_flight: usize,
     closed: bool,
+}
+
+impl QueueState {
+    fn fits(&self, capacity: usize, max_bytes: usize, len: usize) -> bool {
+        let held = self.queued + self.in_flight;
+        self.items.len() < capacity && (held == 0 || held + len <= max_bytes)
+    }
 }
 
 /// Why [`Queue::push`] did not queue an item.
@@ -58,13 +95,14 @@ pub enum PushError {
 const QUEUE_SHRINK_ABOVE: usize = 64;
 
 impl Queue {
-    /// An empty queue holding at most `capacity` items.
-    pub fn new(capacity: usize) -> Arc<Self> {
+    /// An empty queue holding at most `capacity` items and `max_bytes` bytes.
+    pub fn new(capacity: usize, max_bytes: usize) -> Arc<Self> {
         Arc::new(Queue {
             state: Mutex::default(),
             consumer: AtomicWaker::new(),
             space: AtomicWaker::new(),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
         })
     }
 
@@ -83,9 +121,11 @@ impl Queue {
             if st.closed {
                 return Err(PushError::Closed(item));
             }
-            if st.items.len() >= self.capacity {
+            let len = item.len();
+            if !st.fits(self.capacity, self.max_bytes, len) {
                 return Err(PushError::Full(item));
             }
+            st.queued += len;
             st.items.push_back(item);
             st.items.len() == 1
         };
@@ -102,6 +142,32 @@ impl Queue {
         self.space.wake();
     }
 
+    /// Closes the queue and drops what it holds: a session that ends without writing
+    /// its backlog (a slow consumer) gives the memory back at once.
+    pub fn close_and_clear(&self) {
+        let dropped = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.queued = 0;
+            std::mem::take(&mut st.items)
+        };
+        drop(dropped);
+        self.consumer.wake();
+        self.space.wake();
+    }
+
+    /// The consumer has written what it took: those bytes no longer count.
+    pub fn written(&self) {
+        self.lock().in_flight = 0;
+        self.space.wake();
+    }
+
+    /// Bytes held now (queued, and taken but not yet written).
+    pub fn bytes(&self) -> usize {
+        let st = self.lock();
+        st.queued + st.in_flight
+    }
+
     /// Moves every queued item into `out`; `Ready(false)` once the queue is closed and
     /// empty.
     pub fn poll_take(&self, cx: &mut Context<'_>, out: &mut Vec<Outbound>) -> Poll<bool> {
@@ -116,6 +182,8 @@ impl Queue {
             return Poll::Pending;
         }
         out.extend(st.items.drain(..));
+        st.in_flight += st.queued;
+        st.queued = 0;
         if st.items.capacity() > QUEUE_SHRINK_ABOVE {
             st.items.shrink_to(QUEUE_SHRINK_ABOVE / 4);
         }
@@ -132,13 +200,24 @@ impl Queue {
 
     /// Takes every item queued now, without waiting.
     pub fn take_now(&self, out: &mut Vec<Outbound>) {
-        out.extend(self.lock().items.drain(..));
+        let mut st = self.lock();
+        out.extend(st.items.drain(..));
+        st.in_flight += st.queued;
+        st.queued = 0;
     }
 
-    /// Waits until the queue has room for one more item (or is closed). For a
+    /// Waits until the queue has room for an item of `len` bytes (or is closed). For a
     /// producer that may wait: the echo endpoint, whose only producer is its peer.
-    pub async fn room(&self) {
-        self.wait_below(self.capacity).await
+    pub async fn room_for(&self, len: usize) {
+        std::future::poll_fn(|cx| {
+            let st = self.lock();
+            if st.closed || st.fits(self.capacity, self.max_bytes, len) {
+                return Poll::Ready(());
+            }
+            self.space.register(cx.waker());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Waits until fewer than `limit` items are queued (or the queue is closed).
@@ -159,9 +238,12 @@ impl Queue {
         self.capacity
     }
 
-    /// Takes the oldest item, if any, without waiting.
+    /// Takes the oldest item, if any, without waiting (tests).
     pub fn try_pop(&self) -> Option<Outbound> {
-        self.lock().items.pop_front()
+        let mut st = self.lock();
+        let item = st.items.pop_front()?;
+        st.queued -= item.len();
+        Some(item)
     }
 
     /// Items queued now.
@@ -186,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queue_keeps_order_refuses_past_capacity_and_drains_after_close() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, 1 << 20);
         q.push(frame("a")).unwrap();
         q.push(frame("b")).unwrap();
         assert!(matches!(q.push(frame("c")), Err(PushError::Full(_))));
@@ -214,8 +296,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_are_bounded_until_written() {
+        let q = Queue::new(100, 10);
+        q.push(frame("aaaa")).unwrap();
+        q.push(frame("bbbb")).unwrap();
+        assert!(
+            matches!(q.push(frame("ccc")), Err(PushError::Full(_))),
+            "4+4+3 > 10"
+        );
+        let mut out = Vec::new();
+        assert!(q.take(&mut out).await);
+        assert_eq!(q.bytes(), 8, "taken but not written still counts");
+        assert!(matches!(q.push(frame("ccc")), Err(PushError::Full(_))));
+        q.written();
+        assert_eq!(q.bytes(), 0);
+        // One item over the bound is taken when nothing else is held…
+        q.push(frame("0123456789abcdef")).unwrap();
+        // … and nothing after it.
+        assert!(matches!(q.push(frame("x")), Err(PushError::Full(_))));
+        q.close_and_clear();
+        assert_eq!(q.bytes(), 0);
+        out.clear();
+        assert!(!q.take(&mut out).await, "cleared and closed");
+    }
+
+    #[tokio::test]
     async fn a_waiting_consumer_is_woken_by_a_push_from_another_task() {
-        let q = Queue::new(8);
+        let q = Queue::new(8, 1 << 20);
         let producer = q.clone();
         let task = tokio::spawn(async move {
             let mut out = Vec::new();
@@ -230,7 +337,7 @@ mod tests {
             n
         });
         for _ in 0..1000 {
-            producer.room().await;
+            producer.room_for(1).await;
             producer.push(frame("x")).unwrap();
         }
         assert_eq!(task.await.unwrap(), 1000);

@@ -14,6 +14,7 @@ use wsgate_broker::{Backend, Channel, RedisSettings};
 
 use crate::config::Config;
 use crate::node::Node;
+use crate::slot::HttpPermit;
 
 /// Capacity of the broker → dispatcher event channel.
 const EVENT_QUEUE: usize = 4096;
@@ -37,7 +38,11 @@ impl Server {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let node_id = config.resolved_node_id();
         let backend = match &config.redis_url {
-            None => Backend::memory(config.history_len, events_tx),
+            None => Backend::memory(
+                config.history_len,
+                Duration::from_secs(config.history_ttl_s),
+                events_tx,
+            ),
             Some(url) => Backend::redis(
                 RedisSettings {
                     url: url.clone(),
@@ -61,6 +66,7 @@ impl Server {
         }
         tokio::spawn(crate::heartbeat::run(node.clone()));
         tokio::spawn(crate::stats_room::run(node.clone()));
+        tokio::spawn(crate::presence_retry::run(node.clone()));
         Ok(Server {
             node,
             local_addr,
@@ -115,10 +121,13 @@ impl Server {
 /// Accepts connections for as long as the node runs, draining included. Each
 /// connection is served by hyper; an upgraded one is handed to a session task.
 ///
-/// Until its first request is complete a connection holds one of `--max-handshakes`
-/// permits (beyond them a new connection is closed at once), and it must complete that
-/// request within `--handshake-timeout-ms` or be closed: a socket that sends nothing,
-/// or trickles its headers, costs a task and a file descriptor for a bounded time only.
+/// Until it becomes a session (WebSocket or SSE) a connection holds one of
+/// `--max-handshakes` permits (beyond them a new connection is closed at once): while
+/// it waits for its first request, serves plain requests, and idles between kept-alive
+/// ones. It must complete its first request within `--handshake-timeout-ms` and each
+/// later one within `--keepalive-timeout-ms`, or be closed: a socket that sends nothing,
+/// trickles its headers, or idles after a request costs a task and a file descriptor
+/// for a bounded time only, and there are at most `--max-handshakes` of them.
 async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
     let handshakes = Arc::new(Semaphore::new(node.config.max_handshakes));
@@ -138,7 +147,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+        let Ok(permit) = handshakes.clone().try_acquire_owned().map(HttpPermit::new) else {
             node.metrics
                 .early_closes
                 .get_or_create(&vec![("reason", "too_many_handshakes")])
@@ -161,10 +170,13 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             let svc = {
                 let node = node.clone();
                 let first_request = first_request.clone();
+                let permit = permit.clone();
                 service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     first_request.notify_one();
                     // The TCP peer, for the client address behind trusted proxies.
                     req.extensions_mut().insert(peer);
+                    // Released by the handler that turns the connection into a session.
+                    req.extensions_mut().insert(permit.clone());
                     crate::router::route(node.clone(), req)
                 })
             };
@@ -189,7 +201,6 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                     return;
                 }
             };
-            drop(permit);
             let res = match res {
                 Some(r) => r,
                 None => conn.await,

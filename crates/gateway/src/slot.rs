@@ -10,6 +10,25 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::response::{error_response, Body};
 
+/// A connection's place among the `--max-handshakes` HTTP connections that are not
+/// sessions: taken at accept, held while it waits for request headers, serves plain
+/// requests or idles between kept-alive ones, and given back when it becomes a
+/// session (a WebSocket or an SSE stream, counted by [`Slot`]s instead) or closes.
+#[derive(Clone, Default)]
+pub struct HttpPermit(Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>);
+
+impl HttpPermit {
+    /// Holds `permit` for the connection.
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        HttpPermit(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// Gives the place back (the connection became a session).
+    pub fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 /// The node's connection counts.
 pub struct Capacity {
     /// Most sessions (WebSocket and SSE) at once.

@@ -36,7 +36,8 @@ use crate::slot::Slot;
 /// A keep-alive comment is sent this often.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Events buffered towards hyper; beyond it the session queue fills (slow consumer).
-const BODY_BUFFER: usize = 32;
+/// Small: each may be a large frame, and what a stream holds must stay bounded.
+const BODY_BUFFER: usize = 4;
 /// The `retry:` the stream opens with, in ms.
 const RETRY_MS: u64 = 3000;
 
@@ -118,6 +119,12 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
     if node.is_draining() {
         return unavailable("this node is shutting down");
     }
+    if let Some(r) = rooms.iter().find(|r| !node.room_allowed(r)) {
+        return unavailable(&format!(
+            "this node holds its limit of {} rooms; cannot follow {r}",
+            node.config.max_rooms
+        ));
+    }
     let client = req
         .extensions()
         .get::<std::net::SocketAddr>()
@@ -126,6 +133,10 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
         Ok(slot) => slot,
         Err(refused) => return refused.response(),
     };
+    if let Some(permit) = req.extensions().get::<crate::slot::HttpPermit>() {
+        // A session now, counted by its slot.
+        permit.release();
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
     let task_node = node.clone();
     node.tracker
@@ -159,7 +170,7 @@ async fn run(
     slot: Slot,
 ) {
     let key = uuid::Uuid::new_v4().to_string();
-    let lifetime = Lifetime::open(&node, slot, &key);
+    let lifetime = Lifetime::open(&node, slot, &key, None);
     let handle = lifetime.handle.clone();
     let user = identity.user.user_id.clone();
     if node.hub.register(&user, &handle) {
@@ -185,6 +196,9 @@ async fn run(
         ok = body.send(Bytes::from(sse::id_only(&cursor))).await.is_ok();
     }
     let control = &handle.control;
+    let write_timeout = Duration::from_millis(node.config.write_timeout_ms);
+    let expiry = sleep_until_expiry(identity.expires_at);
+    tokio::pin!(expiry);
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let mut batch = Vec::new();
@@ -193,7 +207,17 @@ async fn run(
             _ = control.token.cancelled() => break,
             _ = body.closed() => break,
             _ = keepalive.tick() => {
-                ok = send(&body, control, Bytes::from_static(sse::KEEPALIVE.as_bytes())).await;
+                ok = send(&body, control, Bytes::from_static(sse::KEEPALIVE.as_bytes()), write_timeout).await;
+            }
+            _ = &mut expiry => {
+                // As a WebSocket session is closed with 1008: the stream ends, and says
+                // why, so the client fetches a fresh token before it reconnects.
+                let frame = ServerFrame::Expired {}.encode();
+                if let Some(event) = sse::event(&frame, &mut cursor) {
+                    let _ = send(&body, control, Bytes::from(event), write_timeout).await;
+                }
+                control.close(wsgate_protocol::CloseCode::Policy);
+                break;
             }
             more = handle.queue.take(&mut batch) => {
                 if !more { break }
@@ -206,13 +230,14 @@ async fn run(
                     };
                     for f in frames {
                         if let Some(event) = sse::event(f.as_str(), &mut cursor) {
-                            if !send(&body, control, Bytes::from(event)).await {
+                            if !send(&body, control, Bytes::from(event), write_timeout).await {
                                 ok = false;
                                 break 'items;
                             }
                         }
                     }
                 }
+                handle.queue.written();
             }
         }
     }
@@ -263,10 +288,34 @@ async fn join(
     Ok(start)
 }
 
-/// Sends one chunk unless the session ends first.
-async fn send(body: &mpsc::Sender<Bytes>, control: &Control, chunk: Bytes) -> bool {
+/// Sends one chunk unless the session ends first; a chunk the client does not take
+/// within `timeout` ends the stream as a slow consumer.
+async fn send(
+    body: &mpsc::Sender<Bytes>,
+    control: &Control,
+    chunk: Bytes,
+    timeout: Duration,
+) -> bool {
     tokio::select! {
         r = body.send(chunk) => r.is_ok(),
         _ = control.token.cancelled() => false,
+        _ = tokio::time::sleep(timeout) => {
+            control.close(wsgate_protocol::CloseCode::TryAgainLater);
+            false
+        }
+    }
+}
+
+/// Resolves when the stream's token expires (never without one).
+async fn sleep_until_expiry(at: Option<std::time::SystemTime>) {
+    match at {
+        Some(at) => {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(Duration::from_secs(365 * 24 * 3600));
+            tokio::time::sleep(left).await
+        }
+        None => std::future::pending().await,
     }
 }

@@ -22,11 +22,14 @@ const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
 
 /// The WebSocket settings of every session: small buffers, bounded sizes.
-pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+/// `max_out_frame` bounds what the server writes in one frame: the write buffer must
+/// take one such frame on top of what is waiting to be flushed, or tungstenite refuses
+/// it and the connection would be lost without a close code.
+pub fn ws_config(max_frame_bytes: usize, max_out_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER + 2 * max_frame_bytes + 1024)
+        .max_write_buffer_size(WRITE_BUFFER + max_out_frame + 1024)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
 }
@@ -192,10 +195,14 @@ where
         }
     };
 
+    if let Some(permit) = req.extensions().get::<crate::slot::HttpPermit>() {
+        // A session now, counted by its slot.
+        permit.release();
+    }
     let accept = derive_accept_key(&key);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_node = node.clone();
-    let config = ws_config(node.config.max_frame_bytes());
+    let config = ws_config(node.config.max_frame_bytes(), node.config.max_out_frame());
     node.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

@@ -39,11 +39,25 @@ pub struct WriterParams {
     pub expires_at: Option<SystemTime>,
     /// Deadline for draining the queue at shutdown.
     pub drain_timeout: Duration,
+    /// A write (a burst, a ping) that takes longer closes the session as a slow
+    /// consumer.
+    pub write_timeout: Duration,
+    /// Largest frame written; a larger one closes the session with 1011.
+    pub max_out_frame: usize,
+    /// The sequence number of the newest ping the peer answered (the reader records
+    /// it): everything written before that ping has been read by the peer.
+    pub acked_ping: Arc<AtomicU64>,
 }
 
 /// How the writer ended: the close code sent (1006 when none could be), and the last
-/// stored frame id written in each room (for state restore).
+/// stored frame id delivered in each room (for state restore): everything written when
+/// the session ended cleanly; after an abnormal end (the peer vanished, stopped
+/// reading, or the writer failed) only what was written before the last ping the peer
+/// answered, since frames still in the socket buffers were lost with it.
 pub type WriterOutcome = (u16, Delivered);
+
+/// Pings whose answer is awaited, with what had been written when each was sent.
+const PING_SNAPSHOTS: usize = 4;
 
 /// Room → the id of the last stored frame written to the socket. A short vector: a
 /// session is in few rooms, and this is updated per written frame without allocating
@@ -81,23 +95,59 @@ where
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
     let mut delivered = Delivered::new();
+    let mut confirmed = Delivered::new();
+    let mut pings: std::collections::VecDeque<(u64, Delivered)> = Default::default();
+    let mut next_ping: u64 = 1;
     let mut batch: Vec<Outbound> = Vec::new();
+    let abnormal = |p: &WriterParams| {
+        p.control.vanish();
+        p.queue.close_and_clear();
+    };
     loop {
         tokio::select! {
             biased;
             _ = &mut cancelled => break,
             more = p.queue.take(&mut batch) => {
                 if !more { break }
+                if let Some(big) = batch.iter().map(Outbound::len).max().filter(|n| *n > p.max_out_frame) {
+                    // Every reply is paged or capped below the limit: this is a bug, and
+                    // it ends in a close code, never in a silent drop.
+                    tracing::warn!(bytes = big, limit = p.max_out_frame, "an outgoing frame is over the limit: closing with 1011");
+                    p.control.close(CloseCode::Internal);
+                    break;
+                }
+                let res = {
                 let burst = async {
                     for item in batch.drain(..) {
                         feed(&mut sink, item, &mut delivered).await?;
                     }
                     sink.flush().await
                 };
-                let res = tokio::select! {
-                    r = burst => r,
-                    _ = &mut cancelled => break,
+                tokio::pin!(burst);
+                let deadline = tokio::time::sleep(p.write_timeout);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        r = &mut burst => break r,
+                        _ = &mut cancelled => break Ok(()),
+                        _ = &mut deadline => {
+                            // The peer does not read: its backlog is dropped now, and the
+                            // close frame gets its own bounded chance in `finish`.
+                            tracing::debug!(timeout_ms = p.write_timeout.as_millis() as u64, "write deadline: slow consumer");
+                            p.control.close(CloseCode::TryAgainLater);
+                            break Ok(());
+                        }
+                        _ = ticker.tick() => {
+                            if silent(&p) {
+                                break Err(WsError::ConnectionClosed);
+                            }
+                        }
+                    }
+                }
                 };
+                if p.control.token.is_cancelled() {
+                    break;
+                }
                 if let Err(e) = res {
                     if peer_closed(&e) {
                         // The reader has just taken the peer's close frame (tungstenite
@@ -106,38 +156,45 @@ where
                         p.control.close(CloseCode::Normal);
                         break;
                     }
-                    tracing::debug!(error = %e, "write failed");
+                    tracing::debug!(error = %e, "write failed (or the peer went silent)");
                     // The socket is gone; nothing more can be written.
-                    p.control.vanish();
-                    p.queue.close();
-                    return (ABNORMAL, delivered);
+                    abnormal(&p);
+                    return (ABNORMAL, acked(&p, &mut pings, confirmed));
                 }
+                p.queue.written();
                 if batch.capacity() > 64 {
                     batch = Vec::new();
                 }
             }
             _ = ticker.tick() => {
-                let silent_ms = (p.epoch.elapsed().as_millis() as u64).saturating_sub(p.last_seen.load(Ordering::Relaxed));
-                if silent_ms > 2 * p.heartbeat.as_millis() as u64 {
-                    tracing::debug!(silent_ms, "heartbeat timeout");
+                if silent(&p) {
                     // The peer is presumed dead: drop the connection without a close
                     // handshake (the client sees 1006 and reconnects).
-                    p.control.vanish();
-                    p.queue.close();
-                    return (ABNORMAL, delivered);
+                    abnormal(&p);
+                    return (ABNORMAL, acked(&p, &mut pings, confirmed));
                 }
+                confirmed = acked(&p, &mut pings, confirmed);
+                let seq = next_ping;
+                next_ping += 1;
+                if pings.len() == PING_SNAPSHOTS {
+                    pings.pop_front();
+                }
+                pings.push_back((seq, delivered.clone()));
                 let ping = async {
-                    sink.feed(Message::Ping(Default::default())).await?;
+                    sink.feed(Message::Ping(seq.to_be_bytes().to_vec().into())).await?;
                     sink.flush().await
                 };
                 let res = tokio::select! {
                     r = ping => r,
                     _ = &mut cancelled => break,
+                    _ = tokio::time::sleep(p.write_timeout) => {
+                        p.control.close(CloseCode::TryAgainLater);
+                        break;
+                    }
                 };
                 if res.is_err() {
-                    p.control.vanish();
-                    p.queue.close();
-                    return (ABNORMAL, delivered);
+                    abnormal(&p);
+                    return (ABNORMAL, acked(&p, &mut pings, confirmed));
                 }
             }
             _ = sleep_until_opt(expiry) => {
@@ -149,8 +206,49 @@ where
     drop(batch);
     // Boxed: the close sequence is a large future that an idle session's writer task
     // would otherwise carry all its life.
-    let code = Box::pin(finish(sink, p, &mut delivered)).await;
-    (code, delivered)
+    let code = Box::pin(finish(sink, &p, &mut delivered)).await;
+    let clean = matches!(
+        CloseCode::from_u16(code),
+        Some(CloseCode::Normal | CloseCode::GoingAway | CloseCode::Policy)
+    );
+    if clean {
+        (code, delivered)
+    } else {
+        (code, acked(&p, &mut pings, confirmed))
+    }
+}
+
+/// Whether the peer has been silent for two heartbeat intervals.
+fn silent(p: &WriterParams) -> bool {
+    let silent_ms =
+        (p.epoch.elapsed().as_millis() as u64).saturating_sub(p.last_seen.load(Ordering::Relaxed));
+    let dead = silent_ms > 2 * p.heartbeat.as_millis() as u64;
+    if dead {
+        tracing::debug!(silent_ms, "heartbeat timeout");
+    }
+    dead
+}
+
+/// What the peer has confirmed reading: the snapshot of the newest answered ping
+/// (older snapshots go), or `confirmed` as it was.
+fn acked(
+    p: &WriterParams,
+    pings: &mut std::collections::VecDeque<(u64, Delivered)>,
+    mut confirmed: Delivered,
+) -> Delivered {
+    let acked = p.acked_ping.load(Ordering::Acquire);
+    while pings.front().is_some_and(|(seq, _)| *seq <= acked) {
+        if let Some((_, snapshot)) = pings.pop_front() {
+            confirmed = snapshot;
+        }
+    }
+    confirmed
+}
+
+/// The sequence number a ping carries (what [`WriterParams::acked_ping`] records from
+/// the pong that answers it); `None` for a pong that is not an answer of ours.
+pub fn ping_seq(payload: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(payload).ok().map(u64::from_be_bytes)
 }
 
 /// Whether a write failed because the peer's close frame has been read: tungstenite
@@ -190,12 +288,16 @@ where
 }
 
 /// Writes what the end of the session calls for, then the close frame.
-async fn finish<S>(mut sink: S, p: WriterParams, delivered: &mut Delivered) -> u16
+async fn finish<S>(mut sink: S, p: &WriterParams, delivered: &mut Delivered) -> u16
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    // Producers are refused from now on; what they queued is written only at shutdown.
-    p.queue.close();
+    // Producers are refused from now on; what they queued is written only at shutdown,
+    // and dropped at once otherwise.
+    match p.control.code() {
+        None => p.queue.close(),
+        Some(_) => p.queue.close_and_clear(),
+    }
     let code = match p.control.code() {
         Some(ABNORMAL) => return ABNORMAL,
         // The peer closed: tungstenite has queued its close reply; flush it.
@@ -261,7 +363,7 @@ mod tests {
         client.send(Message::Close(Some(bad))).await.unwrap();
         assert!(matches!(stream.next().await, Some(Ok(Message::Close(_)))));
         // The reader has not told the writer yet; a fan-out frame is waiting.
-        let queue = Queue::new(8);
+        let queue = Queue::new(8, 1 << 20);
         queue
             .push(Outbound::Frame(Utf8Bytes::from_static("{}")))
             .unwrap();
@@ -274,6 +376,9 @@ mod tests {
             epoch: Instant::now(),
             expires_at: None,
             drain_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(10),
+            max_out_frame: 1 << 20,
+            acked_ping: Arc::new(AtomicU64::new(0)),
         };
         let (code, _) = tokio::time::timeout(Duration::from_secs(10), run_writer(sink, params))
             .await

@@ -32,7 +32,7 @@ fn signed(claims: &Value) -> String {
 /// `{"sub":"a","exp":9223372036854777807}`.
 #[test]
 fn a_token_with_an_exp_beyond_system_time_does_not_panic() {
-    let auth = Authenticator::new(Some(SECRET));
+    let auth = Authenticator::new(Some(SECRET), None, None);
     for exp in [9_223_372_036_854_777_807_u64, 1 << 63, u64::MAX] {
         let token = signed(&json!({"sub":"a","exp":exp}));
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -56,7 +56,7 @@ fn the_exp_overflow_fuzz_input() {
     let input = br#"2{"sub":"a","exp":9223372036854777807}"#;
     let claims: Value = serde_json::from_slice(&input[1..]).unwrap();
     let token = signed(&claims);
-    let auth = Authenticator::new(Some(SECRET));
+    let auth = Authenticator::new(Some(SECRET), None, None);
     let result = catch_unwind(AssertUnwindSafe(|| {
         auth.authenticate(&[], Some(&format!("Bearer {token}")))
     }));
@@ -252,7 +252,7 @@ fn float_data_is_kept_exactly() {
 
 #[test]
 fn hostile_development_identities() {
-    let auth = Authenticator::new(None);
+    let auth = Authenticator::new(None, None, None);
     for (query, ok) in [
         ("user_id=a%00b", false),
         ("user_id=%0A", false),

@@ -100,6 +100,10 @@ pub enum ServerFrame {
         reference: Option<Value>,
         room: String,
         members: Vec<Member>,
+        #[serde(default)]
+        members_count: u64,
+        #[serde(default)]
+        members_more: bool,
         last_id: Option<String>,
         epoch: String,
         recovered: bool,
@@ -140,6 +144,8 @@ pub enum ServerFrame {
         reference: Option<Value>,
         room: String,
         messages: Vec<Box<RawValue>>,
+        #[serde(default)]
+        more: bool,
     },
     /// Answer to `ping`.
     Pong {
@@ -178,6 +184,8 @@ pub enum ServerFrame {
         reference: Option<Value>,
         items: Vec<Notification>,
         unread: u64,
+        #[serde(default)]
+        more: bool,
     },
     /// Answer to `mark_read`: the ids that changed, and the unread count.
     MarkedRead {
@@ -191,6 +199,9 @@ pub enum ServerFrame {
     /// (SSE) The stream's cursor for `room` could not be resumed exactly: what follows
     /// starts over from what history holds.
     Reset { room: String },
+    /// (SSE) The stream's token expired: the stream ends here (WebSocket sessions are
+    /// closed with 1008 instead).
+    Expired {},
     /// A frame could not be served.
     Error {
         code: ErrorCode,
@@ -297,12 +308,13 @@ impl StoredEntry {
 
 /// The `history` answer: `{"type":"history","ref"?:R,"room":ROOM,"messages":[…]}` with
 /// each stored frame spliced in as it is (no decoding, no re-encoding). Frames that are
-/// not stored frames (no id) are skipped. Byte for byte what [`ServerFrame::History`]
-/// encodes to for the same messages.
+/// not stored frames (no id) are skipped; `more` says the byte bound cut the page. Byte
+/// for byte what [`ServerFrame::History`] encodes to for the same messages.
 pub fn history_frame<'a>(
     reference: Option<&Value>,
     room: &str,
     frames: impl IntoIterator<Item = &'a str>,
+    more: bool,
 ) -> String {
     let frames: Vec<&str> = frames
         .into_iter()
@@ -324,7 +336,11 @@ pub fn history_frame<'a>(
         }
         out.push_str(f);
     }
-    out.push_str("]}");
+    out.push_str(if more {
+        "],\"more\":true}"
+    } else {
+        "],\"more\":false}"
+    });
     out
 }
 
@@ -431,11 +447,16 @@ mod tests {
         )
         .frame(MessageId::new(1, 2));
         let b = StoredEntry::publish("r\"x", &json!({"k":[1]}), "t").frame(MessageId::new(3, 0));
-        for reference in [None, Some(json!("q")), Some(json!(7))] {
+        for (reference, more) in [
+            (None, false),
+            (Some(json!("q")), true),
+            (Some(json!(7)), false),
+        ] {
             let by_hand = history_frame(
                 reference.as_ref(),
                 "r\"x",
                 [a.as_str(), r#"{"type":"typing"}"#, b.as_str()],
+                more,
             );
             let typed = ServerFrame::History {
                 reference: reference.clone(),
@@ -444,13 +465,14 @@ mod tests {
                     RawValue::from_string(a.clone()).unwrap(),
                     RawValue::from_string(b.clone()).unwrap(),
                 ],
+                more,
             }
             .encode();
             assert_eq!(by_hand, typed);
         }
         assert_eq!(
-            history_frame(None, "r", []),
-            r#"{"type":"history","room":"r","messages":[]}"#
+            history_frame(None, "r", [], false),
+            r#"{"type":"history","room":"r","messages":[],"more":false}"#
         );
     }
 

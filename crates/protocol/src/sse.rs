@@ -14,7 +14,14 @@ use crate::names;
 use crate::server::{frame_type, stored_room_id};
 
 /// The frame types an SSE stream carries; other frames are not sent.
-pub const EVENTS: [&str; 5] = ["message", "publish", "broadcast", "notification", "reset"];
+pub const EVENTS: [&str; 6] = [
+    "message",
+    "publish",
+    "broadcast",
+    "notification",
+    "reset",
+    "expired",
+];
 
 /// A comment line that keeps proxies from closing an idle stream.
 pub const KEEPALIVE: &str = ": keepalive\n\n";

@@ -53,7 +53,7 @@ async fn history_pages_and_replay_is_exact(make: Factory) {
     let b = backend.broker;
     let st = b.room_state("h").await.unwrap();
     assert_eq!(st.last_id, None);
-    let empty = b.replay("h", MessageId::ZERO).await.unwrap();
+    let empty = b.replay("h", MessageId::ZERO, usize::MAX).await.unwrap();
     assert!(empty.complete && empty.entries.is_empty());
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -63,12 +63,17 @@ async fn history_pages_and_replay_is_exact(make: Factory) {
                 .unwrap(),
         );
     }
-    let r = b.replay("h", ids[0]).await.unwrap();
+    let r = b.replay("h", ids[0], usize::MAX).await.unwrap();
     assert!(r.complete);
     assert_eq!(r.entries.iter().map(|e| e.0).collect::<Vec<_>>(), ids[1..]);
     assert_eq!(r.state.last_id, Some(ids[2]));
     // A since from the future is not vouched for.
-    assert!(!b.replay("h", ids[2].next()).await.unwrap().complete);
+    assert!(
+        !b.replay("h", ids[2].next(), usize::MAX)
+            .await
+            .unwrap()
+            .complete
+    );
     // Publish far past the history length: Redis trims approximately (`MAXLEN ~`,
     // whole stream nodes), the memory broker exactly; the contract holds either way.
     for i in 3..300 {
@@ -78,7 +83,7 @@ async fn history_pages_and_replay_is_exact(make: Factory) {
                 .unwrap(),
         );
     }
-    let all = b.replay("h", MessageId::ZERO).await.unwrap();
+    let all = b.replay("h", MessageId::ZERO, usize::MAX).await.unwrap();
     assert!(
         !all.complete,
         "entries were trimmed: a replay from the start must say so"
@@ -92,7 +97,7 @@ async fn history_pages_and_replay_is_exact(make: Factory) {
     let k = ids.len() - kept.len();
     assert_eq!(kept, ids[k..], "what is kept is the newest, in order");
     // From the first kept id, the replay is complete and exact…
-    let r = b.replay("h", ids[k]).await.unwrap();
+    let r = b.replay("h", ids[k], usize::MAX).await.unwrap();
     assert!(r.complete, "nothing after ids[k] was trimmed");
     assert_eq!(
         r.entries.iter().map(|e| e.0).collect::<Vec<_>>(),
@@ -100,23 +105,109 @@ async fn history_pages_and_replay_is_exact(make: Factory) {
     );
     // … from the newest trimmed id a broker may vouch (the memory broker knows that id)
     // or not (Redis does not record it), but what it replays is exact…
-    let r = b.replay("h", ids[k - 1]).await.unwrap();
+    let r = b.replay("h", ids[k - 1], usize::MAX).await.unwrap();
     assert_eq!(r.entries.iter().map(|e| e.0).collect::<Vec<_>>(), ids[k..]);
     // … and from anything older it never vouches.
-    assert!(!b.replay("h", ids[k - 2]).await.unwrap().complete);
-    assert!(!b.replay("h", ids[0]).await.unwrap().complete);
+    assert!(
+        !b.replay("h", ids[k - 2], usize::MAX)
+            .await
+            .unwrap()
+            .complete
+    );
+    assert!(!b.replay("h", ids[0], usize::MAX).await.unwrap().complete);
     let n = ids.len();
     let id_of = |f: &bytes::Bytes| frame_id(std::str::from_utf8(f).unwrap()).unwrap();
-    let page = b.history("h", None, 2).await.unwrap();
+    let page = b.history("h", None, 2, usize::MAX).await.unwrap();
+    assert!(!page.more);
+    let page = page.frames;
     assert_eq!(page.iter().map(id_of).collect::<Vec<_>>(), ids[n - 2..]);
-    let page = b.history("h", Some(ids[n - 2]), 3).await.unwrap();
+    let page = b
+        .history("h", Some(ids[n - 2]), 3, usize::MAX)
+        .await
+        .unwrap()
+        .frames;
     assert_eq!(
         page.iter().map(id_of).collect::<Vec<_>>(),
         ids[n - 5..n - 2]
     );
 }
 
+async fn replays_and_pages_are_bounded_in_bytes(make: Factory) {
+    let Made {
+        b: backend,
+        rx: _rx,
+        _redis,
+    } = make(100).await;
+    let b = backend.broker;
+    let mut ids = Vec::new();
+    let mut frames = Vec::new();
+    for i in 0..10 {
+        let e = entry("big", &format!("{i}").repeat(1000));
+        let id = b.publish_entry("big", &e).await.unwrap();
+        frames.push(e.frame(id));
+        ids.push(id);
+    }
+    let one = frames[0].len();
+    // Room for three frames and a half: the newest three, and not complete.
+    let r = b.replay("big", ids[0], one * 7 / 2).await.unwrap();
+    assert_eq!(r.entries.iter().map(|e| e.0).collect::<Vec<_>>(), ids[7..]);
+    assert!(!r.complete, "a cut replay is never vouched for");
+    assert_eq!(r.state.last_id, Some(ids[9]));
+    // Enough room: complete.
+    let r = b.replay("big", ids[0], one * 9).await.unwrap();
+    assert!(r.complete);
+    assert_eq!(r.entries.len(), 9);
+    // History: the newest that fit, `more` when the bound (not the count) cut it.
+    let page = b.history("big", None, 5, one * 2).await.unwrap();
+    assert!(page.more);
+    let got: Vec<String> = page
+        .frames
+        .iter()
+        .map(|f| String::from_utf8(f.to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, frames[8..]);
+    let page = b.history("big", None, 2, one * 2).await.unwrap();
+    assert!(!page.more, "the count, not the bound, ended this page");
+    assert_eq!(page.frames.len(), 2);
+}
+
+async fn an_empty_room_keeps_its_epoch_when_written(make: Factory) {
+    let Made {
+        b: backend,
+        rx: _rx,
+        _redis,
+    } = make(100).await;
+    let b = backend.broker;
+    let empty = b.room_state("fresh").await.unwrap();
+    assert_eq!(empty.last_id, None);
+    assert_eq!(
+        b.room_state("fresh").await.unwrap(),
+        empty,
+        "stable while empty"
+    );
+    assert_ne!(
+        b.room_state("other").await.unwrap().epoch,
+        "",
+        "every room has an epoch"
+    );
+    // A client that joined the empty room and saw nothing recovers exactly after the
+    // first messages.
+    let id = b
+        .publish_entry("fresh", &entry("fresh", "m"))
+        .await
+        .unwrap();
+    let r = b
+        .replay("fresh", MessageId::ZERO, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(r.state.epoch, empty.epoch);
+    assert!(r.complete);
+    assert_eq!(r.entries.iter().map(|e| e.0).collect::<Vec<_>>(), vec![id]);
+}
+
 crate::suite!(
     ids_sort_in_publish_order_and_reach_subscribers,
-    history_pages_and_replay_is_exact
+    history_pages_and_replay_is_exact,
+    replays_and_pages_are_bounded_in_bytes,
+    an_empty_room_keeps_its_epoch_when_written
 );

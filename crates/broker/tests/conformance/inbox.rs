@@ -56,17 +56,22 @@ async fn notifications_are_capped_listed_marked_and_published(make: Factory) {
         assert_eq!(frame, expected.encode());
     }
     // Capped at 3, newest first; the data field is intact.
-    let (items, unread) = b.notifications("u", 10, None, false, ttl).await.unwrap();
+    let page = b
+        .notifications("u", 10, None, false, ttl, usize::MAX)
+        .await
+        .unwrap();
+    let (items, unread) = (page.items, page.unread);
     assert_eq!(
         items.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
         ["n4", "n3", "n2"]
     );
     assert_eq!(items[0], notification("u", "n4"));
     assert_eq!(unread, 3);
-    let (items, _) = b
-        .notifications("u", 1, Some("n4"), false, ttl)
+    let items = b
+        .notifications("u", 1, Some("n4"), false, ttl, usize::MAX)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         items.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
         ["n3"]
@@ -85,7 +90,11 @@ async fn notifications_are_capped_listed_marked_and_published(make: Factory) {
         unread: 2,
     };
     assert_eq!(std::str::from_utf8(body).unwrap(), expected.encode());
-    let (items, _) = b.notifications("u", 10, None, true, ttl).await.unwrap();
+    let items = b
+        .notifications("u", 10, None, true, ttl, usize::MAX)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(
         items.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
         ["n4", "n2"]
@@ -112,7 +121,11 @@ async fn notifications_expire(make: Factory) {
     b.notify(&[notification("u", "new")], 10, ttl)
         .await
         .unwrap();
-    let (items, unread) = b.notifications("u", 10, None, false, ttl).await.unwrap();
+    let page = b
+        .notifications("u", 10, None, false, ttl, usize::MAX)
+        .await
+        .unwrap();
+    let (items, unread) = (page.items, page.unread);
     assert_eq!(
         items.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
         ["new"]
@@ -150,7 +163,44 @@ async fn restore_state_is_merged_and_taken_once(make: Factory) {
     assert_eq!(b.take_restore("u").await.unwrap(), None, "expired");
 }
 
+async fn notification_pages_are_bounded_in_bytes(make: Factory) {
+    let Made {
+        b: backend,
+        rx: _rx,
+        _redis,
+    } = make(5).await;
+    let b = backend.inbox;
+    let ttl = Duration::from_secs(3600);
+    let batch: Vec<Notification> = (1..=5)
+        .map(|i| {
+            let mut n = notification("u", &format!("n{i}"));
+            n.body = "b".repeat(2000);
+            n
+        })
+        .collect();
+    for n in &batch {
+        b.notify(std::slice::from_ref(n), 10, ttl).await.unwrap();
+    }
+    let page = b
+        .notifications("u", 10, None, false, ttl, 5000)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["n5", "n4"],
+        "the newest that fit in 5000 bytes"
+    );
+    assert!(page.more);
+    assert_eq!(page.unread, 5);
+    let page = b
+        .notifications("u", 2, None, false, ttl, 1 << 20)
+        .await
+        .unwrap();
+    assert!(!page.more);
+}
+
 crate::suite!(
+    notification_pages_are_bounded_in_bytes,
     notifications_are_capped_listed_marked_and_published,
     notifications_expire,
     restore_state_is_merged_and_taken_once

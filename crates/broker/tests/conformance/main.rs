@@ -29,7 +29,7 @@ pub(crate) fn memory(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> 
     Box::pin(async move {
         let (tx, rx) = mpsc::channel(1024);
         Made {
-            b: Backend::memory(history_len, tx),
+            b: Backend::memory(history_len, Duration::from_secs(3600), tx),
             rx,
             _redis: None,
         }

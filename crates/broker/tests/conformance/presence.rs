@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use wsgate_broker::SessionRef;
+use wsgate_broker::{SessionRef, TYPING_MAX};
 
 use crate::{member, Factory, Made};
 
@@ -68,4 +68,33 @@ async fn typing_expires(make: Factory) {
     );
 }
 
-crate::suite!(presence_counts_sessions, typing_expires);
+async fn typing_lists_at_most_typing_max_users(make: Factory) {
+    let Made {
+        b: backend,
+        rx: _rx,
+        _redis,
+    } = make(5).await;
+    let b = backend.presence;
+    let ttl = Duration::from_secs(60);
+    let mut last = Vec::new();
+    for i in 0..TYPING_MAX + 5 {
+        last = b
+            .typing_set("t", &member(&format!("u{i:02}")), true, ttl)
+            .await
+            .unwrap();
+    }
+    assert_eq!(last.len(), TYPING_MAX, "the list stops growing at the cap");
+    // One who is listed stops: room for another.
+    let listed = last[0].clone();
+    let now = b.typing_set("t", &listed, false, ttl).await.unwrap();
+    assert_eq!(now.len(), TYPING_MAX - 1);
+    let now = b.typing_set("t", &member("late"), true, ttl).await.unwrap();
+    assert_eq!(now.len(), TYPING_MAX);
+    assert!(now.contains(&member("late")));
+}
+
+crate::suite!(
+    presence_counts_sessions,
+    typing_expires,
+    typing_lists_at_most_typing_max_users
+);

@@ -13,10 +13,11 @@ use crate::{member, memory, next_frame, redis_node, settings, Made};
 #[tokio::test]
 async fn a_single_node_has_no_cluster() {
     let Made { b, .. } = memory(5).await;
-    b.registry
+    assert!(!b
+        .registry
         .heartbeat(NodeReport { connections: 3 })
         .await
-        .unwrap();
+        .unwrap());
     assert_eq!(b.registry.cluster().await.unwrap(), None);
     b.registry.deregister().await.unwrap();
 }
@@ -53,8 +54,12 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
     };
     // A node's first heartbeat clears what an earlier run under its id left behind:
     // both start before any session.
-    a.registry.heartbeat(NodeReport::default()).await.unwrap();
-    b.registry.heartbeat(NodeReport::default()).await.unwrap();
+    assert!(
+        a.registry.heartbeat(NodeReport::default()).await.unwrap(),
+        "a first report: not in the registry yet"
+    );
+    assert!(b.registry.heartbeat(NodeReport::default()).await.unwrap());
+    assert!(!a.registry.heartbeat(NodeReport::default()).await.unwrap());
     // n2 holds the only session of u and one of two of w (the other is on n1).
     assert!(b.presence.add("room", &on_b("s1", "u")).await.unwrap());
     assert!(b.presence.add("room", &on_b("s2", "w")).await.unwrap());
@@ -90,4 +95,11 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
         user: member("u"),
     };
     assert_eq!(frame, leave.encode());
+    // n2 was alive all along (a partition): its next report says it was missing, so
+    // it adds its sessions again.
+    assert!(
+        b.registry.heartbeat(NodeReport::default()).await.unwrap(),
+        "a reaped node learns it at its next report"
+    );
+    assert!(!b.registry.heartbeat(NodeReport::default()).await.unwrap());
 }

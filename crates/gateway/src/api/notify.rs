@@ -205,7 +205,7 @@ async fn list_inner<B>(
         Some("true") | Some("1") => true,
         Some(_) => return Err(invalid("unread_only must be true or false")),
     };
-    let (items, unread) = node
+    let page = node
         .inbox
         .notifications(
             user,
@@ -213,11 +213,12 @@ async fn list_inner<B>(
             before,
             unread_only,
             node.config.notifications_ttl,
+            node.config.max_out_frame() - 1024,
         )
         .await
         .map_err(|e| unavailable(node, e))?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"items": items, "unread": unread}),
+        &json!({"items": page.items, "unread": page.unread, "more": page.more}),
     ))
 }

@@ -16,7 +16,7 @@ impl Session {
         unread_only: bool,
         reference: Option<Value>,
     ) -> Result<(), FrameError> {
-        let (items, unread) = self
+        let page = self
             .node
             .inbox
             .notifications(
@@ -25,13 +25,15 @@ impl Session {
                 before.as_deref(),
                 unread_only,
                 self.node.config.notifications_ttl,
+                self.node.config.max_out_frame() - 1024,
             )
             .await
             .map_err(|e| self.unavailable(e))?;
         let frame = ServerFrame::Notifications {
             reference,
-            items,
-            unread,
+            items: page.items,
+            unread: page.unread,
+            more: page.more,
         };
         self.send(&frame, "notifications");
         Ok(())

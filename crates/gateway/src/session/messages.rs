@@ -76,17 +76,27 @@ impl Session {
         reference: Option<Value>,
     ) -> Result<(), FrameError> {
         self.require_access(&room)?;
-        let frames = self
+        // Bounded in bytes as well as count, so the reply fits the outgoing frame
+        // limit whatever the messages' sizes; `more` says the bound cut it.
+        let page = self
             .node
             .broker
-            .history(&room, before, limit)
+            .history(
+                &room,
+                before,
+                limit,
+                self.node.config.max_out_frame() - 1024,
+            )
             .await
             .map_err(|e| self.unavailable(e))?;
         // The stored frames are spliced in as they are: no decoding, no re-encoding.
         let text = history_frame(
             reference.as_ref(),
             &room,
-            frames.iter().filter_map(|f| std::str::from_utf8(f).ok()),
+            page.frames
+                .iter()
+                .filter_map(|f| std::str::from_utf8(f).ok()),
+            page.more,
         );
         self.send_text(text, "history");
         Ok(())

@@ -32,7 +32,7 @@ use crate::queue::Outbound;
 use crate::ratelimit::TokenBucket;
 use crate::slot::Slot;
 use crate::socket::{await_close_reply, end_on_read_error};
-use crate::writer::{run_writer, WriterParams};
+use crate::writer::{ping_seq, run_writer, WriterParams};
 
 /// How long a session's reader waits for the client to read its answers (the send
 /// queue to drain below half) before it closes the connection with 1013.
@@ -55,17 +55,24 @@ pub async fn run<S>(
     let session_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("session", %session_id, user_id = %identity.user.user_id, node_id = %node.node_id);
     async move {
-        let lifetime = Lifetime::open(&node, slot, &session_id);
+        let session_ref = SessionRef {
+            session_id: session_id.clone(),
+            user: identity.user.clone(),
+        };
+        let lifetime = Lifetime::open(
+            &node,
+            slot,
+            &session_id,
+            Some(Arc::new(session_ref.clone())),
+        );
         let (sink, stream) = ws.split();
         let handle = lifetime.handle.clone();
         let epoch = Instant::now();
         let last_seen = Arc::new(AtomicU64::new(0));
+        let acked_ping = Arc::new(AtomicU64::new(0));
         let mut session = Session {
             node: node.clone(),
-            session: SessionRef {
-                session_id: session_id.clone(),
-                user: identity.user.clone(),
-            },
+            session: session_ref,
             identity,
             handle: handle.clone(),
             rooms: HashMap::new(),
@@ -97,6 +104,9 @@ pub async fn run<S>(
                     epoch,
                     expires_at: session.identity.expires_at,
                     drain_timeout: Duration::from_millis(node.config.shutdown_timeout_ms),
+                    write_timeout: Duration::from_millis(node.config.write_timeout_ms),
+                    max_out_frame: node.config.max_out_frame(),
+                    acked_ping: acked_ping.clone(),
                 },
             )
             // A debug-level child span: at info it is disabled and costs the writer,
@@ -104,7 +114,9 @@ pub async fn run<S>(
             .instrument(tracing::debug_span!("writer")),
         );
         let mut stream = stream;
-        session.read_loop(&mut stream, &last_seen, epoch).await;
+        session
+            .read_loop(&mut stream, &last_seen, &acked_ping, epoch)
+            .await;
         tracing::debug!("reader done");
         let (code, delivered) = writer.await.unwrap_or((1011, Vec::new()));
         Box::pin(session.save_restore(&delivered)).await;
@@ -179,8 +191,13 @@ impl Session {
         }
     }
 
-    async fn read_loop<S>(&mut self, stream: &mut S, last_seen: &AtomicU64, epoch: Instant)
-    where
+    async fn read_loop<S>(
+        &mut self,
+        stream: &mut S,
+        last_seen: &AtomicU64,
+        acked_ping: &AtomicU64,
+        epoch: Instant,
+    ) where
         S: Stream<Item = Result<Message, WsError>> + Unpin,
     {
         let token = self.handle.control.token.clone();
@@ -220,7 +237,12 @@ impl Session {
                 Some(Ok(Message::Binary(_))) => {
                     return self.handle.control.close(CloseCode::Unsupported)
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Pong(payload))) => {
+                    if let Some(seq) = ping_seq(&payload) {
+                        acked_ping.fetch_max(seq, Ordering::AcqRel);
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) | None => {
                     return self.handle.control.close(CloseCode::Normal)
                 }

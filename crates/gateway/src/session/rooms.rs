@@ -68,6 +68,15 @@ impl Session {
         if already {
             return self.rejoin(room, since, epoch, reference).await;
         }
+        if !self.node.room_allowed(&room) {
+            return Err(FrameError::new(
+                ErrorCode::TooManyRooms,
+                format!(
+                    "this node holds its limit of {} rooms",
+                    self.node.config.max_rooms
+                ),
+            ));
+        }
         let node = self.node.clone();
         let join = RoomJoin::start(&node, &self.handle, &room)
             .await
@@ -82,7 +91,10 @@ impl Session {
             Ok(a) => a,
             Err(e) => {
                 drop(join);
-                let _ = node.presence.remove(&room, &self.session).await;
+                // The add may have held before the failure: undo it (retried until it
+                // holds, so a failed join never leaves a zombie member). No `leave`:
+                // no `join` was announced.
+                let _ = node.presence_remove(&room, &self.session).await;
                 return Err(self.unavailable(e));
             }
         };
@@ -94,10 +106,13 @@ impl Session {
         let replayed = head.len() as u64;
         let state = catch_up.state;
         let joined_at = (state.epoch.clone(), state.last_id);
+        let (members, members_count, members_more) = self.cap_members(members);
         let joined = ServerFrame::Joined {
             reference,
             room: room.clone(),
             members,
+            members_count,
+            members_more,
             last_id: state.last_id.map(|id| id.to_string()),
             epoch: state.epoch,
             recovered: catch_up.complete && epoch_ok,
@@ -136,16 +151,28 @@ impl Session {
         };
         let (members, state) = answer.await.map_err(|e| self.unavailable(e))?;
         let recovered = since.is_none() || epoch.as_deref().is_none_or(|e| e == state.epoch);
+        let (members, members_count, members_more) = self.cap_members(members);
         let joined = ServerFrame::Joined {
             reference,
             room,
             members,
+            members_count,
+            members_more,
             last_id: state.last_id.map(|id| id.to_string()),
             epoch: state.epoch,
             recovered,
         };
         self.send(&joined, "joined");
         Ok(())
+    }
+
+    /// At most `--joined-members` members for `joined`, the distinct count, and
+    /// whether there are more: a frame that does not grow with the room.
+    fn cap_members(&self, mut members: Vec<Member>) -> (Vec<Member>, u64, bool) {
+        let count = members.len() as u64;
+        let more = members.len() > self.node.config.joined_members;
+        members.truncate(self.node.config.joined_members);
+        (members, count, more)
     }
 
     /// Publishes this session's user's arrival in or departure from `room`.
@@ -194,10 +221,8 @@ impl Session {
                 self.publish_typing(room, users).await;
             }
         }
-        match self.node.presence.remove(room, &self.session).await {
-            Ok(true) => self.presence(room, PresenceEvent::Leave).await,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(%room, error = %e, "presence removal failed"),
+        if self.node.presence_remove(room, &self.session).await {
+            self.presence(room, PresenceEvent::Leave).await;
         }
     }
 

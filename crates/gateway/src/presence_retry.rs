@@ -1,0 +1,67 @@
+//! Presence removals that failed (the broker was unreachable) are not dropped: they
+//! wait here and are retried with backoff until they hold, and the room then hears the
+//! `leave` it was owed. Without this, a short Redis error left a user a member forever
+//! (a zombie), and that user's later leaves were never announced. If the node dies
+//! first, the cluster's reaper removes its entries instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wsgate_broker::{Channel, SessionRef};
+use wsgate_protocol::server::{PresenceEvent, ServerFrame};
+
+use crate::node::Node;
+use crate::pending_removals::SessionKey;
+
+/// Retries waiting removals until the node shuts down: every 200 ms while they
+/// succeed, backing off to 5 s while the broker fails.
+pub async fn run(node: Arc<Node>) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = node.root.cancelled() => return,
+        }
+        let batch: Vec<(String, SessionKey)> =
+            node.removals.lock().iter().take(256).cloned().collect();
+        let mut failed = false;
+        for (room, key) in batch {
+            let session = SessionRef {
+                session_id: key.session_id.clone(),
+                user: wsgate_protocol::server::Member {
+                    user_id: key.user_id.clone(),
+                    username: key.username.clone(),
+                },
+            };
+            match node.presence.remove(&room, &session).await {
+                Ok(last) => {
+                    node.removals.lock().remove(&(room.clone(), key));
+                    node.metrics.presence_retries.inc();
+                    if last {
+                        let frame = ServerFrame::Presence {
+                            room: room.clone(),
+                            event: PresenceEvent::Leave,
+                            user: session.user,
+                        };
+                        let _ = node
+                            .broker
+                            .publish(&Channel::Room(room), frame.encode().into())
+                            .await;
+                    }
+                }
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        node.metrics
+            .presence_removals_pending
+            .set(node.removals.len() as i64);
+        pause = if failed {
+            (pause * 2).min(Duration::from_secs(5))
+        } else {
+            Duration::from_millis(200)
+        };
+    }
+}
