@@ -77,6 +77,7 @@ export function startGateway({ port = 0, redisUrl = null, args = [], timeoutMs =
   if (redisUrl) argv.push('--redis-url', redisUrl);
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
   delete env.WSGATE_JWT_SECRET;
+  env.WSGATE_PRESENCE_GRACE_MS = '0';
   const proc = spawn(BIN, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
   live.add(proc);
   proc.on('exit', () => live.delete(proc));

@@ -72,6 +72,8 @@ class Gateway:
         # the caller's environment holds out of the test.
         env = {k: v for k, v in os.environ.items() if not k.startswith("WSGATE_")}
         env["WSGATE_LOG"] = os.environ.get("WSGATE_TEST_LOG_LEVEL", "info")
+        # Presence leaves at once unless a test sets a grace (a flag wins over this).
+        env["WSGATE_PRESENCE_GRACE_MS"] = "0"
         self.logs: list[str] = []
         self.proc = subprocess.Popen(
             [str(binary()), "--listen", "127.0.0.1:0", *self.flags],
@@ -260,7 +262,8 @@ class Client:
         session's own presence ``join``, exactly."""
         joined = await self.request({"type": "join", "room": room, **fields}, "joined")
         presence = await self.expect("presence")
-        assert presence == {"type": "presence", "room": room, "event": "join", "user": self.user}
+        assert presence == {"type": "presence", "room": room, "event": "join", "user": self.user,
+                            "count": joined["members_count"]}
         return joined
 
     async def error(self, frame: dict[str, Any], code: str) -> dict[str, Any]:

@@ -104,22 +104,25 @@ def test_join_joined_and_presence(gateway):
             "members": [{"user_id": "alice", "username": "Alice"}],
             "members_count": 1,
             "members_more": False,
+            "presence": "full",
             "last_id": None,
             "epoch": epoch,
             "recovered": True,
         }
-        # The joiner hears its own arrival.
+        # The joiner hears its own arrival, with the count after it.
         assert await alice.recv() == {
             "type": "presence",
             "room": "lobby",
             "event": "join",
             "user": {"user_id": "alice", "username": "Alice"},
+            "count": 1,
         }
 
         bob = await gateway.connect("bob", "Bob")
         joined_b = await bob.request({"type": "join", "room": "lobby", "ref": 7}, "joined")
         assert set(joined_b) == {
-            "type", "ref", "room", "members", "members_count", "members_more", "last_id", "epoch", "recovered",
+            "type", "ref", "room", "members", "members_count", "members_more", "presence", "last_id", "epoch",
+            "recovered",
         }
         assert (joined_b["members_count"], joined_b["members_more"]) == (2, False)
         assert joined_b["ref"] == 7
@@ -135,6 +138,7 @@ def test_join_joined_and_presence(gateway):
             "room": "lobby",
             "event": "join",
             "user": {"user_id": "bob", "username": "Bob"},
+            "count": 2,
         }
         assert await bob.recv() == bob_presence
         assert await alice.recv() == bob_presence
@@ -162,7 +166,7 @@ def test_presence_counts_sessions_of_one_user(gateway):
         bob1 = await gateway.connect("bob")
         await bob1.join_first("p")
         assert await alice.recv() == {
-            "type": "presence", "room": "p", "event": "join", "user": bob1.user,
+            "type": "presence", "room": "p", "event": "join", "user": bob1.user, "count": 2,
         }
 
         # A second session of bob: bob is counted once, and nobody hears a new arrival.
@@ -189,7 +193,7 @@ def test_presence_counts_sessions_of_one_user(gateway):
         # The last session of bob leaves: now the room hears it.
         await bob2.request({"type": "leave", "room": "p"}, "left")
         assert await alice.recv() == {
-            "type": "presence", "room": "p", "event": "leave", "user": bob2.user,
+            "type": "presence", "room": "p", "event": "leave", "user": bob2.user, "count": 1,
         }
         members = (await alice.request({"type": "join", "room": "p"}, "joined"))["members"]
         assert members == [alice.user]
@@ -207,7 +211,7 @@ def test_presence_counts_sessions_of_one_user(gateway):
         assert await bob4.recv() == msg
         await bob4.close()
         assert await alice.recv() == {
-            "type": "presence", "room": "p", "event": "leave", "user": bob4.user,
+            "type": "presence", "room": "p", "event": "leave", "user": bob4.user, "count": 1,
         }
 
     run(body)
@@ -372,7 +376,7 @@ def test_leave_and_left(gateway):
 
         left = await bob.request({"type": "leave", "room": "r", "ref": 9}, "left")
         assert left == {"type": "left", "ref": 9, "room": "r"}
-        assert await alice.recv() == {"type": "presence", "room": "r", "event": "leave", "user": bob.user}
+        assert await alice.recv() == {"type": "presence", "room": "r", "event": "leave", "user": bob.user, "count": 1}
 
         # Bob no longer gets the room's messages, and cannot send there.
         await send_and_wait(alice, "r", "after bob left", "x")

@@ -40,7 +40,8 @@ async def rejoin_fresh(gw: Gateway, user: str, room: str, since: str, epoch: str
     """A new session of a user new to the room: replay, joined, then its own presence."""
     c = await gw.connect(user)
     replayed, joined = await rejoin(c, room, since, epoch)
-    assert await c.recv() == {"type": "presence", "room": room, "event": "join", "user": c.user}
+    assert await c.recv() == {"type": "presence", "room": room, "event": "join", "user": c.user,
+                              "count": joined["members_count"]}
     await c.close()
     return replayed, joined
 
@@ -83,12 +84,14 @@ def test_since_replays_exactly_what_was_missed(start_gateway):
             "members": sort_users([writer.user, back.user]),
             "members_count": 2,
             "members_more": False,
+            "presence": "full",
             "last_id": missed[-1]["id"],
             "epoch": epoch,
             "recovered": True,
         }
-        assert await back.recv() == {"type": "presence", "room": "r", "event": "join", "user": back.user}
-        assert await writer.recv() == {"type": "presence", "room": "r", "event": "join", "user": back.user}
+        arrival = {"type": "presence", "room": "r", "event": "join", "user": back.user, "count": 2}
+        assert await back.recv() == arrival
+        assert await writer.recv() == arrival
 
         # Then live, with no duplicate.
         live = await publish(writer, "r", 1, tag="live")
@@ -138,7 +141,7 @@ def test_wrong_epoch_or_future_since_is_never_vouched_for(start_gateway):
         assert (await c.expect("presence"))["user"]["user_id"] == "c"
 
         await saw_come_and_go(writer, "r", ["a", "b"])
-        assert await writer.recv() == {"type": "presence", "room": "r", "event": "join", "user": c.user}
+        assert await writer.recv() == {"type": "presence", "room": "r", "event": "join", "user": c.user, "count": 2}
         # An empty room: since 0-0 is complete; any later since is not.
         replayed, joined = await rejoin_fresh(gw, "d", "empty", "0-0", epoch)
         assert (replayed, joined["recovered"], joined["last_id"], joined["epoch"]) == ([], True, None, epoch)

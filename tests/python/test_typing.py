@@ -82,11 +82,11 @@ def test_typing_entries_go_when_the_typist_leaves_or_disconnects(gateway):
         # Leaving the room clears the entry at once, before the presence leave.
         await bob.request({"type": "leave", "room": "t"}, "left")
         assert await alice.recv() == typing(carol)
-        assert await alice.recv() == {"type": "presence", "room": "t", "event": "leave", "user": bob.user}
+        assert await alice.recv() == {"type": "presence", "room": "t", "event": "leave", "user": bob.user, "count": 2}
 
         # So does a disconnect.
         await carol.close()
         assert await alice.recv() == typing()
-        assert await alice.recv() == {"type": "presence", "room": "t", "event": "leave", "user": carol.user}
+        assert await alice.recv() == {"type": "presence", "room": "t", "event": "leave", "user": carol.user, "count": 1}
 
     run(body)

@@ -87,6 +87,8 @@ impl Gateway {
                 "WSGATE_LOG",
                 std::env::var("WSGATE_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
             )
+            // Presence leaves at once unless a test sets a grace (a flag wins).
+            .env("WSGATE_PRESENCE_GRACE_MS", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -30,6 +30,14 @@ async fn welcome_join_message_ack_history_ping_leave() {
     );
     assert_eq!(joined["last_id"], json!(null));
     assert_eq!(joined["recovered"], true);
+    assert_eq!(
+        (
+            &joined["members_count"],
+            &joined["members_more"],
+            &joined["presence"]
+        ),
+        (&json!(1), &json!(false), &json!("full"))
+    );
     assert!(joined["epoch"].as_str().unwrap().len() <= 32);
 
     let (mut b, _) = gw.connect("bob").await;
@@ -41,7 +49,7 @@ async fn welcome_join_message_ack_history_ping_leave() {
     let presence = a.recv_type("presence", WAIT).await.unwrap();
     assert_eq!(
         presence,
-        json!({"type":"presence","room":"lobby","event":"join","user":{"user_id":"bob","username":"bob-name"}})
+        json!({"type":"presence","room":"lobby","event":"join","user":{"user_id":"bob","username":"bob-name"},"count":2})
     );
 
     a.send(&json!({"type":"message","room":"lobby","content":"hello","ref":7}))

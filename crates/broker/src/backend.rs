@@ -2,7 +2,6 @@
 //! store: the embedded one ([`Backend::memory`]) or Redis ([`Backend::redis`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -22,6 +21,7 @@ use crate::redis_pubsub::PubSub;
 use crate::registry::Registry;
 use crate::registry_memory::LocalRegistry;
 use crate::registry_redis::RedisRegistry;
+use crate::rules::RoomPolicy;
 
 /// What a node shares with the rest of its cluster.
 #[derive(Clone)]
@@ -37,18 +37,13 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// The embedded backend of a single node: `history_len` entries per room, a room
-    /// forgotten after `history_ttl` without a message; what subscribed channels
-    /// receive goes to `events`.
-    pub fn memory(
-        history_len: usize,
-        history_ttl: Duration,
-        events: mpsc::Sender<BrokerEvent>,
-    ) -> Self {
+    /// The embedded backend of a single node, each room's history and presence kept
+    /// as `policy` says; what subscribed channels receive goes to `events`.
+    pub fn memory(policy: Arc<dyn RoomPolicy>, events: mpsc::Sender<BrokerEvent>) -> Self {
         let bus = Arc::new(MemoryBus::new(events));
         Backend {
-            broker: Arc::new(MemoryBroker::new(history_len, history_ttl, bus.clone())),
-            presence: Arc::new(MemoryPresence::new()),
+            broker: Arc::new(MemoryBroker::new(policy.clone(), bus.clone())),
+            presence: Arc::new(MemoryPresence::new(policy)),
             inbox: Arc::new(MemoryInbox::new(bus)),
             registry: Arc::new(LocalRegistry),
         }
@@ -60,9 +55,13 @@ impl Backend {
     ///
     /// # Errors
     /// [`crate::Error::Unavailable`] for a URL that cannot be used at all.
-    pub fn redis(settings: RedisSettings, events: mpsc::Sender<BrokerEvent>) -> Result<Self> {
+    pub fn redis(
+        settings: RedisSettings,
+        policy: Arc<dyn RoomPolicy>,
+        events: mpsc::Sender<BrokerEvent>,
+    ) -> Result<Self> {
         let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
-        let link = Arc::new(RedisLink::new(settings)?);
+        let link = Arc::new(RedisLink::new(settings, policy)?);
         let pubsub = PubSub::start(client, link.keys.clone(), events);
         Ok(Backend {
             broker: Arc::new(RedisBroker::new(link.clone(), pubsub)),

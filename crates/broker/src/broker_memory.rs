@@ -21,15 +21,14 @@ use wsgate_protocol::MessageId;
 use crate::broker::{empty_epoch, Broker, Channel, HistoryPage, Replay, RoomState};
 use crate::bus::MemoryBus;
 use crate::error::{Error, Result};
+use crate::rules::RoomPolicy;
 
 /// The embedded broker.
 pub struct MemoryBroker {
     /// The process's store epoch, the base of every room's epoch.
     epoch: String,
-    /// How many entries a room's history keeps.
-    history_len: usize,
-    /// A room idle (no message) this long is forgotten.
-    history_ttl: Duration,
+    /// Each room's history length and lifetime (a room idle that long is forgotten).
+    policy: Arc<dyn RoomPolicy>,
     /// Where frames for subscribed channels go.
     bus: Arc<MemoryBus>,
     /// Every room's history behind one async mutex: publishing holds it while the
@@ -53,6 +52,8 @@ struct History {
     trimmed_through: Option<MessageId>,
     /// When the last message was stored.
     written: Instant,
+    /// How long the room is kept without a message.
+    ttl: Duration,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -63,14 +64,13 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl MemoryBroker {
-    /// A broker keeping `history_len` entries per room, forgetting a room idle for
-    /// `history_ttl`, and publishing through `bus`.
-    pub fn new(history_len: usize, history_ttl: Duration, bus: Arc<MemoryBus>) -> Self {
+    /// A broker keeping each room's history as `policy` says (its length, and how long
+    /// an idle room is kept), and publishing through `bus`.
+    pub fn new(policy: Arc<dyn RoomPolicy>, bus: Arc<MemoryBus>) -> Self {
         let epoch = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
         MemoryBroker {
             epoch,
-            history_len: history_len.max(1),
-            history_ttl: history_ttl.max(Duration::from_secs(1)),
+            policy,
             bus,
             rooms: Mutex::new(Rooms {
                 by_name: HashMap::new(),
@@ -89,18 +89,19 @@ impl MemoryBroker {
         self.rooms.lock().await.by_name.len()
     }
 
-    fn empty_epoch(&self) -> String {
-        empty_epoch(&self.epoch, now_ms() / 1000, self.history_ttl.as_secs())
+    fn empty_epoch(&self, room: &str) -> String {
+        let ttl = self.policy.rules(room).history_ttl;
+        empty_epoch(&self.epoch, now_ms() / 1000, ttl.as_secs())
     }
 
-    fn state_of(&self, history: Option<&History>) -> RoomState {
+    fn state_of(&self, room: &str, history: Option<&History>) -> RoomState {
         match history {
             Some(h) => RoomState {
                 epoch: h.epoch.clone(),
                 last_id: h.last_id,
             },
             None => RoomState {
-                epoch: self.empty_epoch(),
+                epoch: self.empty_epoch(room),
                 last_id: None,
             },
         }
@@ -109,18 +110,17 @@ impl MemoryBroker {
     /// The room's history unless it has been idle for the TTL (then it is dropped).
     fn live<'a>(&self, rooms: &'a mut Rooms, room: &str) -> Option<&'a History> {
         let now = Instant::now();
-        if rooms.swept + self.history_ttl.min(Duration::from_secs(60)) <= now {
-            // Amortised: at most one pass over the rooms per minute (or per TTL).
-            let ttl = self.history_ttl;
+        if rooms.swept + Duration::from_secs(60) <= now {
+            // Amortised: at most one pass over the rooms per minute.
             rooms
                 .by_name
-                .retain(|_, h| now.duration_since(h.written) < ttl);
+                .retain(|_, h| now.duration_since(h.written) < h.ttl);
             rooms.swept = now;
         }
         if rooms
             .by_name
             .get(room)
-            .is_some_and(|h| now.duration_since(h.written) >= self.history_ttl)
+            .is_some_and(|h| now.duration_since(h.written) >= h.ttl)
         {
             rooms.by_name.remove(room);
         }
@@ -145,14 +145,16 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish_entry(&self, room: &str, entry: &StoredEntry) -> Result<MessageId> {
+        let rules = self.policy.rules(room);
         let mut rooms = self.rooms.lock().await;
         if self.live(&mut rooms, room).is_none() {
             let history = History {
-                epoch: self.empty_epoch(),
+                epoch: self.empty_epoch(room),
                 entries: VecDeque::new(),
                 last_id: None,
                 trimmed_through: None,
                 written: Instant::now(),
+                ttl: rules.history_ttl.max(Duration::from_secs(1)),
             };
             rooms.by_name.insert(room.to_owned(), history);
         }
@@ -168,7 +170,7 @@ impl Broker for MemoryBroker {
         let frame = Bytes::from(entry.frame(id));
         history.entries.push_back((id, frame.clone()));
         history.last_id = Some(id);
-        while history.entries.len() > self.history_len {
+        while history.entries.len() > rules.history_len.max(1) {
             if let Some((old, _)) = history.entries.pop_front() {
                 history.trimmed_through = Some(old);
             }
@@ -186,13 +188,13 @@ impl Broker for MemoryBroker {
     async fn room_state(&self, room: &str) -> Result<RoomState> {
         let mut rooms = self.rooms.lock().await;
         let history = self.live(&mut rooms, room);
-        Ok(self.state_of(history))
+        Ok(self.state_of(room, history))
     }
 
     async fn replay(&self, room: &str, since: MessageId, max_bytes: usize) -> Result<Replay> {
         let mut rooms = self.rooms.lock().await;
         let history = self.live(&mut rooms, room);
-        let state = self.state_of(history);
+        let state = self.state_of(room, history);
         let Some(history) = history else {
             return Ok(Replay {
                 entries: Vec::new(),

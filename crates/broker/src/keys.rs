@@ -83,6 +83,26 @@ impl Keys {
         format!("{}:presence-users:{room}", self.prefix)
     }
 
+    /// A room's display names by user (what `members` pages scan).
+    pub fn presence_names(&self, room: &str) -> String {
+        format!("{}:presence-names:{room}", self.prefix)
+    }
+
+    /// Set while a room is over its `presence_max_members`.
+    pub fn presence_over(&self, room: &str) -> String {
+        format!("{}:presence-over:{room}", self.prefix)
+    }
+
+    /// A room's `presence_count` slot (held for a period by whoever publishes).
+    pub fn presence_count_slot(&self, room: &str) -> String {
+        format!("{}:presence-count-slot:{room}", self.prefix)
+    }
+
+    /// The count a room's last `presence_count` carried.
+    pub fn presence_count_last(&self, room: &str) -> String {
+        format!("{}:presence-count-last:{room}", self.prefix)
+    }
+
     /// A room's typing flags.
     pub fn typing(&self, room: &str) -> String {
         format!("{}:typing:{room}", self.prefix)

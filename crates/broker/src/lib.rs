@@ -41,6 +41,7 @@ pub mod redis_pubsub;
 pub mod registry;
 pub mod registry_memory;
 pub mod registry_redis;
+pub mod rules;
 pub mod scripts;
 
 pub use backend::Backend;
@@ -48,6 +49,10 @@ pub use broker::{Broker, BrokerEvent, Channel, HistoryPage, Replay, RoomState};
 pub use envelope::{open_envelope, skip_envelope};
 pub use error::{Error, Result};
 pub use inbox::{Inbox, NotificationPage};
-pub use presence::{Presence, SessionRef, TYPING_MAX};
+pub use presence::{
+    Added, CountDue, MembersPage, Presence, PresenceChange, SessionRef, MEMBERS_PAGE_MAX,
+    TYPING_MAX,
+};
 pub use redis_link::RedisSettings;
 pub use registry::{ClusterStats, NodeReport, Registry};
+pub use rules::{FixedRules, RoomPolicy, RoomRules};

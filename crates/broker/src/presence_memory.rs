@@ -1,26 +1,41 @@
 //! [`MemoryPresence`]: presence and typing of the embedded broker.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use wsgate_protocol::server::Member;
 
-use crate::error::Result;
-use crate::presence::{Presence, SessionRef, TYPING_MAX};
+use crate::error::{Error, Result};
+use crate::presence::{
+    Added, CountDue, MembersPage, Presence, PresenceChange, SessionRef, MEMBERS_PAGE_MAX,
+    TYPING_MAX,
+};
+use crate::rules::RoomPolicy;
 
 /// Presence and typing in process.
-#[derive(Default)]
 pub struct MemoryPresence {
+    /// Each room's limits.
+    policy: Arc<dyn RoomPolicy>,
     /// A std mutex: every operation is a few map updates, never an `.await`.
     state: Mutex<State>,
 }
 
+/// One room's presence.
+#[derive(Default)]
+struct Room {
+    /// user id → (display name, session ids), ordered by user id (pages follow it).
+    users: BTreeMap<String, (String, HashSet<String>)>,
+    /// Over `presence_max_members` (see [`crate::PresenceChange::over`]).
+    over: bool,
+}
+
 #[derive(Default)]
 struct State {
-    /// room → user id → (display name, session ids).
-    presence: HashMap<String, BTreeMap<String, (String, HashSet<String>)>>,
+    presence: HashMap<String, Room>,
+    /// room → (when its count slot frees, the count published last).
+    counts: HashMap<String, (Instant, u64)>,
     /// room → user id → (display name, expiry).
     typing: HashMap<String, BTreeMap<String, (String, Instant)>>,
 }
@@ -33,10 +48,52 @@ fn members<'a>(it: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Member
     .collect()
 }
 
+/// A page of `users` after `after`, and the cursor of the next one. The cursor is the
+/// page's last user id, hex-encoded (user ids may hold any character).
+fn page(
+    users: &BTreeMap<String, (String, HashSet<String>)>,
+    after: Option<&str>,
+    limit: usize,
+) -> MembersPage {
+    use std::ops::Bound;
+    let from = match after {
+        Some(a) => Bound::Excluded(a.to_owned()),
+        None => Bound::Unbounded,
+    };
+    let mut it = users.range((from, Bound::Unbounded));
+    let members = members(it.by_ref().take(limit).map(|(id, (name, _))| (id, name)));
+    let next_cursor = match (it.next(), members.last()) {
+        (Some(_), Some(last)) => Some(hex(&last.user_id)),
+        _ => None,
+    };
+    MembersPage {
+        members,
+        next_cursor,
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
 impl MemoryPresence {
-    /// No one anywhere.
-    pub fn new() -> Self {
-        Self::default()
+    /// No one anywhere; each room's limits from `policy`.
+    pub fn new(policy: Arc<dyn RoomPolicy>) -> Self {
+        MemoryPresence {
+            policy,
+            state: Mutex::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -46,44 +103,119 @@ impl MemoryPresence {
 
 #[async_trait]
 impl Presence for MemoryPresence {
-    async fn add(&self, room: &str, session: &SessionRef) -> Result<bool> {
+    async fn add(&self, room: &str, session: &SessionRef, first_page: usize) -> Result<Added> {
+        let rules = self.policy.rules(room);
         let mut state = self.lock();
-        let users = state.presence.entry(room.to_owned()).or_default();
-        let (name, sessions) = users
-            .entry(session.user.user_id.clone())
+        let r = state.presence.entry(room.to_owned()).or_default();
+        let user = &session.user.user_id;
+        if let Some(max) = rules.max_members {
+            if !r.users.contains_key(user) && r.users.len() as u64 >= max {
+                if r.users.is_empty() {
+                    state.presence.remove(room);
+                }
+                return Ok(Added::Full);
+            }
+        }
+        let (name, sessions) = r
+            .users
+            .entry(user.clone())
             .or_insert_with(|| (session.user.username.clone(), HashSet::new()));
         name.clone_from(&session.user.username);
         let first = sessions.is_empty();
         sessions.insert(session.session_id.clone());
-        Ok(first)
+        let count = r.users.len() as u64;
+        if count > rules.presence_max_members {
+            r.over = true;
+        }
+        let change = PresenceChange {
+            edge: first,
+            count,
+            over: r.over,
+        };
+        let page = if first_page > 0 {
+            page(&r.users, None, first_page)
+        } else {
+            MembersPage::default()
+        };
+        Ok(Added::In(change, page))
     }
 
-    async fn remove(&self, room: &str, session: &SessionRef) -> Result<bool> {
+    async fn remove(&self, room: &str, session: &SessionRef) -> Result<PresenceChange> {
+        let rules = self.policy.rules(room);
         let mut state = self.lock();
-        let Some(users) = state.presence.get_mut(room) else {
-            return Ok(false);
+        let Some(r) = state.presence.get_mut(room) else {
+            return Ok(PresenceChange {
+                edge: false,
+                count: 0,
+                over: false,
+            });
         };
-        let Some((_, sessions)) = users.get_mut(&session.user.user_id) else {
-            return Ok(false);
-        };
-        let removed = sessions.remove(&session.session_id);
-        let last = removed && sessions.is_empty();
-        if sessions.is_empty() {
-            users.remove(&session.user.user_id);
+        let mut last = false;
+        if let Some((_, sessions)) = r.users.get_mut(&session.user.user_id) {
+            last = sessions.remove(&session.session_id) && sessions.is_empty();
+            if sessions.is_empty() {
+                r.users.remove(&session.user.user_id);
+            }
         }
-        if users.is_empty() {
+        let count = r.users.len() as u64;
+        if r.over && count <= rules.presence_low_water() {
+            r.over = false;
+        }
+        let over = r.over;
+        if r.users.is_empty() {
             state.presence.remove(room);
+            state.counts.remove(room);
         }
-        Ok(last)
+        Ok(PresenceChange {
+            edge: last,
+            count,
+            over,
+        })
     }
 
-    async fn members(&self, room: &str) -> Result<Vec<Member>> {
+    async fn count(&self, room: &str) -> Result<(u64, bool)> {
         let state = self.lock();
         Ok(state
             .presence
             .get(room)
-            .map(|users| members(users.iter().map(|(id, (name, _))| (id, name))))
+            .map(|r| (r.users.len() as u64, r.over))
+            .unwrap_or((0, false)))
+    }
+
+    async fn members(&self, room: &str, cursor: Option<&str>, limit: usize) -> Result<MembersPage> {
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(unhex(c).ok_or_else(|| Error::Invalid("unknown cursor".into()))?),
+        };
+        let limit = limit.clamp(1, MEMBERS_PAGE_MAX);
+        let state = self.lock();
+        Ok(state
+            .presence
+            .get(room)
+            .map(|r| page(&r.users, after.as_deref(), limit))
             .unwrap_or_default())
+    }
+
+    async fn count_due(&self, room: &str, period: Duration) -> Result<CountDue> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let count = state
+            .presence
+            .get(room)
+            .map(|r| r.users.len() as u64)
+            .unwrap_or(0);
+        let slot = state.counts.get(room).copied();
+        Ok(match slot {
+            Some((until, _)) if until > now => CountDue::Later(until - now),
+            Some((_, last)) if last == count => {
+                state.counts.insert(room.to_owned(), (now + period, count));
+                CountDue::Unchanged
+            }
+            _ => {
+                state.counts.insert(room.to_owned(), (now + period, count));
+                CountDue::Publish(count)
+            }
+        })
     }
 
     async fn typing_set(

@@ -4,6 +4,7 @@
 //! When Redis is unreachable every operation fails fast with [`Error::Unavailable`]
 //! (nothing was stored or sent).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
@@ -11,6 +12,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::error::{Error, Result};
 use crate::keys::Keys;
+use crate::rules::RoomPolicy;
 
 /// How long one Redis operation may take before it counts as unavailable.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,10 +26,6 @@ pub struct RedisSettings {
     pub prefix: String,
     /// This node's id (presence entries and the registry carry it).
     pub node_id: String,
-    /// Entries kept per room's stream (`MAXLEN ~`).
-    pub history_len: usize,
-    /// A room's history (and its epoch) expires after this long without a message.
-    pub history_ttl: Duration,
     /// The gateway's heartbeat interval: a node is dead once it has not reported for
     /// one interval (it reports twice per interval).
     pub heartbeat: Duration,
@@ -37,6 +35,8 @@ pub struct RedisSettings {
 pub struct RedisLink {
     /// The settings it was made with.
     pub settings: RedisSettings,
+    /// Each room's rules (history length and lifetime, presence limits).
+    pub policy: Arc<dyn RoomPolicy>,
     /// Every key and channel name.
     pub keys: Keys,
     /// Where a replacement connection comes from.
@@ -105,7 +105,7 @@ impl RedisLink {
     ///
     /// # Errors
     /// [`Error::Unavailable`] for a URL that cannot be used at all.
-    pub fn new(settings: RedisSettings) -> Result<Self> {
+    pub fn new(settings: RedisSettings, policy: Arc<dyn RoomPolicy>) -> Result<Self> {
         let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
         cfg.pool = Some(PoolConfig {
             max_size: 16,
@@ -122,6 +122,7 @@ impl RedisLink {
         Ok(RedisLink {
             keys: Keys::new(&settings.prefix),
             settings,
+            policy,
             pool,
             cached: std::sync::Mutex::new(None),
         })
@@ -184,8 +185,8 @@ impl RedisLink {
     }
 
     /// A room history's idle expiry, in whole seconds.
-    pub fn ttl_s(&self) -> u64 {
-        self.settings.history_ttl.as_secs().max(1)
+    pub fn ttl_s(&self, room: &str) -> u64 {
+        self.policy.rules(room).history_ttl.as_secs().max(1)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redis::Script;
-use wsgate_protocol::server::{PresenceEvent, ServerFrame};
+use wsgate_protocol::server::{PresenceEvent, PresenceMode, ServerFrame};
 
 use crate::broker::Channel;
 use crate::error::Result;
@@ -51,26 +51,65 @@ impl RedisRegistry {
             })
             .await?;
         for room in rooms {
-            let (presence, users) = (keys.presence(&room), keys.presence_users(&room));
-            let gone: Vec<String> = self
+            let rules = self.link.policy.rules(&room);
+            let keys4 = [
+                keys.presence(&room),
+                keys.presence_users(&room),
+                keys.presence_names(&room),
+                keys.presence_over(&room),
+            ];
+            let reply: Vec<redis::Value> = self
                 .link
                 .with_conn(|mut c| async move {
                     self.reap
-                        .key(presence)
-                        .key(users)
+                        .key(&keys4[..])
                         .arg(node)
+                        .arg(rules.presence_low_water())
                         .invoke_async(&mut c)
                         .await
                 })
                 .await?;
-            for user in pairs_to_members(gone) {
-                let frame = ServerFrame::Presence {
+            let int = |v: Option<&redis::Value>| match v {
+                Some(redis::Value::Int(i)) => *i,
+                _ => 0,
+            };
+            let (count, over) = (int(reply.first()).max(0) as u64, int(reply.get(1)) == 1);
+            let gone: Vec<String> = reply
+                .iter()
+                .skip(2)
+                .filter_map(|v| match v {
+                    redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+                    _ => None,
+                })
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            // What the room hears, as from a member that left: each `leave` in a room
+            // that lists members, one count in a room that shows only its count.
+            let frames: Vec<String> = match (rules.presence, over) {
+                (PresenceMode::Off, _) => Vec::new(),
+                (PresenceMode::Full, false) => pairs_to_members(gone)
+                    .into_iter()
+                    .map(|user| {
+                        ServerFrame::Presence {
+                            room: room.clone(),
+                            event: PresenceEvent::Leave,
+                            user,
+                            count,
+                        }
+                        .encode()
+                    })
+                    .collect(),
+                _ => vec![ServerFrame::PresenceCount {
                     room: room.clone(),
-                    event: PresenceEvent::Leave,
-                    user,
+                    count,
                 }
-                .encode();
-                let channel = keys.channel(&Channel::Room(room.clone()));
+                .encode()],
+            };
+            let channel = keys.channel(&Channel::Room(room.clone()));
+            for frame in frames {
+                let channel = channel.clone();
                 self.link
                     .with_conn(|mut c| async move {
                         redis::cmd("PUBLISH")

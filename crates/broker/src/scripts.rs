@@ -155,44 +155,93 @@ return out
     )
 }
 
-/// Adds a session's presence in a room. Returns 1 when it is the user's first session.
-/// The node's room counts (`node-rooms`, room → its sessions there) follow, so the
-/// reaper knows where a dead node had sessions, and the hash shrinks as they leave.
+/// Adds a session's presence, unless the room is full. Returns `{-1}` when the room
+/// holds `max` distinct users and this user is not one of them; otherwise `{first,
+/// count, over, cursor, user1, name1, …}`: whether it is the user's first session, the
+/// distinct users now, whether the room is over `pmax` (set here when it grows past
+/// it), and, when `page` > 0, one `HSCAN` batch of the names hash (a bounded first
+/// page: no read of the whole set).
 ///
-/// KEYS: presence, presence-users, node-rooms. ARGV: session, user, name, node, room.
+/// KEYS: presence, presence-users, node-rooms (of this node), presence-names,
+/// presence-over. ARGV: session, user, name, node, room, max (0: none), pmax, page.
 pub const PRESENCE_ADD: &str = r#"
-local v = cjson.encode({u = ARGV[2], n = ARGV[3], node = ARGV[4]})
-local new = redis.call('HSET', KEYS[1], ARGV[1], v)
-if new == 1 then
-  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+local max = tonumber(ARGV[6])
+if max > 0 and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0
+    and redis.call('HLEN', KEYS[2]) >= max then
+  return {-1}
 end
-return 0
+local v = cjson.encode({u = ARGV[2], n = ARGV[3], node = ARGV[4]})
+local first = 0
+if redis.call('HSET', KEYS[1], ARGV[1], v) == 1 then
+  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then first = 1 end
+end
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+local count = redis.call('HLEN', KEYS[2])
+local over = redis.call('EXISTS', KEYS[5])
+if over == 0 and count > tonumber(ARGV[7]) then
+  redis.call('SET', KEYS[5], '1')
+  over = 1
+end
+local out = {first, count, over}
+local page = tonumber(ARGV[8])
+if page > 0 then
+  local scan = redis.call('HSCAN', KEYS[4], '0', 'COUNT', page)
+  table.insert(out, scan[1])
+  for _, x in ipairs(scan[2]) do table.insert(out, x) end
+end
+return out
 "#;
 
-/// Removes a session's presence. Returns 1 when it was the user's last session.
+/// Removes a session's presence. Returns `{last, count, over}`: whether it was the
+/// user's last session, the distinct users now, and whether the room is still over
+/// its `presence_max_members` (cleared here once the count is down to `low`).
 ///
-/// KEYS: presence, presence-users, node-rooms (of the node that added it). ARGV:
-/// session, user, room.
+/// KEYS: presence, presence-users, node-rooms (of the node that added it),
+/// presence-names, presence-over. ARGV: session, user, room, low.
 pub const PRESENCE_REMOVE: &str = r#"
+local last = 0
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then
     redis.call('HDEL', KEYS[3], ARGV[3])
   end
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
-    return 1
+    redis.call('HDEL', KEYS[4], ARGV[2])
+    last = 1
   end
 end
-return 0
+local count = redis.call('HLEN', KEYS[2])
+local over = redis.call('EXISTS', KEYS[5])
+if over == 1 and count <= tonumber(ARGV[4]) then
+  redis.call('DEL', KEYS[5])
+  over = 0
+end
+return {last, count, over}
 "#;
 
-/// Removes every presence entry of a dead node from a room. Returns
-/// `{user1, name1, …}` for the users whose last session it was.
+/// Takes a room's `presence_count` slot for `period` ms if it is free. Returns `{1,
+/// count}` (publish it), `{2, count}` (the count published last: nothing to do), or
+/// `{0, ms}` (the slot is held: ask again after `ms`).
 ///
-/// KEYS: presence, presence-users. ARGV: node.
+/// KEYS: presence-count-slot, presence-count-last, presence-users. ARGV: period ms.
+pub const PRESENCE_COUNT_DUE: &str = r#"
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  local count = redis.call('HLEN', KEYS[3])
+  if redis.call('GET', KEYS[2]) == tostring(count) then return {2, count} end
+  redis.call('SET', KEYS[2], count, 'EX', 86400)
+  return {1, count}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"#;
+
+/// Removes every presence entry of a dead node from a room. Returns `{count, over,
+/// user1, name1, …}`: the distinct users after it, whether the room is still over
+/// `low`'s limit, and the users whose last session it was.
+///
+/// KEYS: presence, presence-users, presence-names, presence-over. ARGV: node, low.
 pub const PRESENCE_REAP: &str = r#"
-local gone = {}
+local gone = {0, 0}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local ok, v = pcall(cjson.decode, all[i + 1])
@@ -200,11 +249,20 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
     if redis.call('HINCRBY', KEYS[2], v.u, -1) <= 0 then
       redis.call('HDEL', KEYS[2], v.u)
+      redis.call('HDEL', KEYS[3], v.u)
       table.insert(gone, v.u)
       table.insert(gone, v.n)
     end
   end
 end
+local count = redis.call('HLEN', KEYS[2])
+local over = redis.call('EXISTS', KEYS[4])
+if over == 1 and count <= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[4])
+  over = 0
+end
+gone[1] = count
+gone[2] = over
 return gone
 "#;
 

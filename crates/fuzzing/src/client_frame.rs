@@ -8,8 +8,8 @@
 
 use serde_json::{Map, Value};
 use wsgate_protocol::client::{
-    parse, valid_notification_id, ClientFrame, Command, ParseLimits, MAX_HISTORY_LIMIT,
-    MAX_MARK_READ_IDS,
+    parse, valid_notification_id, ClientFrame, Command, ParseLimits, MAX_CURSOR_LEN,
+    MAX_HISTORY_LIMIT, MAX_MARK_READ_IDS, MAX_MEMBERS_LIMIT,
 };
 use wsgate_protocol::names;
 use wsgate_protocol::server::{frame_type, ServerFrame};
@@ -103,6 +103,20 @@ fn accepted(frame: &ClientFrame, json: Option<&Map<String, Value>>, limits: &Par
             assert!((1..=MAX_HISTORY_LIMIT).contains(limit), "{limit}");
             if let Some(b) = before {
                 assert!(valid_notification_id(b), "{b:?}");
+            }
+        }
+        Command::Members {
+            room,
+            cursor,
+            limit,
+        } => {
+            assert!(names::valid_room(room), "{room:?}");
+            assert!((1..=MAX_MEMBERS_LIMIT).contains(limit), "{limit}");
+            if let Some(c) = cursor {
+                assert!(
+                    !c.is_empty() && c.len() <= MAX_CURSOR_LEN && c.is_ascii(),
+                    "{c:?}"
+                );
             }
         }
         Command::MarkRead { ids } => {

@@ -181,6 +181,18 @@ fn structured(u: &mut Unstructured<'_>) -> Result<()> {
                 PresenceEvent::Leave
             },
             user: from.clone(),
+            count: u.arbitrary()?,
+        },
+        ServerFrame::PresenceCount {
+            room: room.clone(),
+            count: u.arbitrary()?,
+        },
+        ServerFrame::Members {
+            reference: None,
+            room: room.clone(),
+            members: vec![from.clone()],
+            next_cursor: u.arbitrary()?,
+            count: u.arbitrary()?,
         },
         ServerFrame::Direct {
             id: u.arbitrary()?,

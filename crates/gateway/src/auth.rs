@@ -21,8 +21,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Whether this identity may join (and read) `room`, given the private prefix.
-    pub fn may_enter(&self, room: &str, private_prefix: &str) -> bool {
+    /// Whether this identity may join (and read) `room`, given whether the room is
+    /// private (its namespace's `private`).
+    pub fn may_enter(&self, room: &str, private: bool) -> bool {
         if room == SYSTEM_ROOM {
             // The dashboard's room: granted by a token's `rooms` claim; open in
             // development mode, where there are no tokens.
@@ -31,7 +32,7 @@ impl Identity {
                 .as_ref()
                 .is_none_or(|g| g.iter().any(|x| x == room));
         }
-        if private_prefix.is_empty() || !room.starts_with(private_prefix) {
+        if !private {
             return true;
         }
         self.grants.as_ref().is_some_and(|grants| {
@@ -240,10 +241,10 @@ mod tests {
                 username: "Alice".into()
             }
         );
-        assert!(id.may_enter("lobby", "private:"));
-        assert!(id.may_enter("private:a", "private:"));
-        assert!(id.may_enter("private:team-x", "private:"));
-        assert!(!id.may_enter("private:b", "private:"));
+        assert!(id.may_enter("lobby", false));
+        assert!(id.may_enter("private:a", true));
+        assert!(id.may_enter("private:team-x", true));
+        assert!(!id.may_enter("private:b", true));
         let header = format!("Bearer {good}");
         assert!(auth.authenticate(&[], Some(&header)).is_ok());
         let header = format!("bearer  {good}");
@@ -319,7 +320,7 @@ mod tests {
             .authenticate(&[("user_id".into(), "bob".into())], None)
             .unwrap();
         assert_eq!(id.user.username, "bob");
-        assert!(!id.may_enter("private:x", "private:"));
+        assert!(!id.may_enter("private:x", true));
         let anon = auth.authenticate(&[], None).unwrap();
         assert!(anon.user.user_id.starts_with("anon-"));
         assert!(auth

@@ -2,7 +2,12 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use clap::{Parser, ValueEnum};
+use wsgate_protocol::server::PresenceMode;
+
+use crate::namespaces::{NamespaceOptions, Namespaces};
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +180,39 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+
+    /// TOML file of per-namespace room options (docs/operations.md); every option a
+    /// namespace leaves out takes the flag's value.
+    #[arg(long, env = "WSGATE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Presence of the default namespace: `full` (lists and events), `count` or `off`.
+    #[arg(long, env = "WSGATE_PRESENCE", default_value = "full")]
+    pub presence: PresenceMode,
+
+    /// A `full` room with more distinct users than this shows only its count, until
+    /// it is back to nine tenths of it.
+    #[arg(long, env = "WSGATE_PRESENCE_MAX_MEMBERS", default_value_t = 1000)]
+    pub presence_max_members: u64,
+
+    /// A closed session's presence is removed this many milliseconds later: a user
+    /// who comes back within it is announced neither leaving nor joining (0: at once).
+    #[arg(long, env = "WSGATE_PRESENCE_GRACE_MS", default_value_t = 5000)]
+    pub presence_grace_ms: u64,
+
+    /// Whether clients may send `message` in the default namespace.
+    #[arg(long, env = "WSGATE_CLIENT_PUBLISH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub client_publish: bool,
+
+    /// Most distinct users per room of the default namespace (none when unset); a
+    /// further user's join gets `room_full`.
+    #[arg(long, env = "WSGATE_MAX_MEMBERS")]
+    pub max_members: Option<u64>,
+
+    /// Every namespace's options (the flags', and the config file's), made by
+    /// [`Config::load`].
+    #[arg(skip)]
+    pub namespaces: Arc<Namespaces>,
 }
 
 impl Config {
@@ -307,13 +345,51 @@ impl Config {
         if self.redis_prefix.is_empty() {
             return Err("--redis-prefix must not be empty".into());
         }
+        if self.presence_max_members == 0 {
+            return Err("--presence-max-members must be at least 1".into());
+        }
+        if self.max_members == Some(0) {
+            return Err("--max-members must be at least 1 (leave it unset for no limit)".into());
+        }
+        if self.history_len > crate::namespaces::MAX_HISTORY_LEN {
+            return Err("--history-len must be at most 1000000".into());
+        }
         Ok(())
+    }
+
+    /// Checks the flags ([`Config::validate`]) and reads the config file into
+    /// [`Config::namespaces`].
+    ///
+    /// # Errors
+    /// A message naming the bad flag, file or key.
+    pub fn load(mut self) -> Result<Self, String> {
+        self.validate()?;
+        self.namespaces = Arc::new(Namespaces::load(
+            self.default_namespace(),
+            &self.private_room_prefix,
+            self.config.as_deref(),
+        )?);
+        Ok(self)
+    }
+
+    /// The default namespace's options: the flags'.
+    pub fn default_namespace(&self) -> NamespaceOptions {
+        NamespaceOptions {
+            presence: self.presence,
+            presence_max_members: self.presence_max_members,
+            history_len: self.history_len,
+            history_ttl_s: self.history_ttl_s,
+            client_publish: self.client_publish,
+            private: false,
+            max_members: self.max_members,
+        }
     }
 
     /// A configuration with every default, listening on `listen` (for tests).
     pub fn for_tests(listen: SocketAddr) -> Self {
         let mut c = Config::parse_from(["wsgate"]);
         c.listen = listen;
-        c
+        c.load()
+            .unwrap_or_else(|e| panic!("default configuration: {e}"))
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wsgate_broker::{Channel, NodeReport};
-use wsgate_protocol::server::{PresenceEvent, ServerFrame};
+use wsgate_broker::{Added, NodeReport};
+use wsgate_protocol::server::PresenceEvent;
 
 use crate::node::Node;
 
@@ -59,19 +59,20 @@ async fn readd_presence(node: &Arc<Node>) -> bool {
         "this node was missing from the cluster registry: adding its sessions to presence again"
     );
     for (room, session) in entries {
-        match node.presence.add(&room, &session).await {
-            Ok(true) => {
-                let frame = ServerFrame::Presence {
-                    room: room.clone(),
-                    event: PresenceEvent::Join,
-                    user: session.user.clone(),
-                };
-                let _ = node
-                    .broker
-                    .publish(&Channel::Room(room), frame.encode().into())
-                    .await;
+        match node.presence.add(&room, &session, 0).await {
+            Ok(Added::In(change, _)) => {
+                crate::announce::presence_changed(
+                    node,
+                    &room,
+                    PresenceEvent::Join,
+                    &session.user,
+                    change,
+                )
+                .await;
             }
-            Ok(false) => {}
+            Ok(Added::Full) => {
+                tracing::warn!(%room, "room full: a re-added session is not counted");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "re-adding presence failed; the next heartbeat tries again");
                 return false;

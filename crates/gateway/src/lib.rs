@@ -25,13 +25,16 @@
 //!   [`ratelimit`], [`clock`], [`reserved`] (room names with a meaning),
 //!   [`pending_removals`] (presence removals waiting for a retry).
 
+pub mod announce;
 pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod count_ticker;
 pub mod dispatch;
 pub mod echo;
+pub mod grace_queue;
 pub mod handle;
 pub mod health;
 pub mod heartbeat;
@@ -39,8 +42,11 @@ pub mod hub;
 pub mod join;
 pub mod lifecycle;
 pub mod metrics;
+pub mod namespaces;
 pub mod node;
 pub mod pending_removals;
+pub mod presence_count;
+pub mod presence_grace;
 pub mod presence_retry;
 pub mod proxy;
 pub mod query;

@@ -23,10 +23,13 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
         LogFormat::Pretty => logs.init(),
     }
-    if let Err(e) = config.validate() {
-        eprintln!("wsgate: {e}");
-        std::process::exit(2);
-    }
+    let config = match config.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wsgate: {e}");
+            std::process::exit(2);
+        }
+    };
     server::raise_nofile_limit();
     if config.api_key.is_none() && config.insecure_api {
         tracing::warn!("--insecure-api: the back-end HTTP API accepts requests without a key");

@@ -232,6 +232,8 @@ pub fn type_label(kind: Option<&str>) -> &'static str {
         Some("left") => "left",
         Some("message") => "message",
         Some("presence") => "presence",
+        Some("presence_count") => "presence_count",
+        Some("members") => "members",
         Some("typing") => "typing",
         Some("direct") => "direct",
         Some("history") => "history",

@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsgate_broker::{Backend, Broker, Channel, Inbox, Presence, Registry};
+use wsgate_broker::{Backend, Broker, Channel, Inbox, Presence, PresenceChange, Registry};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::count_ticker::CountTicker;
+use crate::grace_queue::GraceQueue;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::pending_removals::PendingRemovals;
@@ -45,6 +47,10 @@ pub struct Node {
     pub capacity: Arc<Capacity>,
     /// Presence removals that failed, waiting for a retry.
     pub removals: PendingRemovals,
+    /// Count-mode rooms whose count changed and is not yet published.
+    pub counts: CountTicker,
+    /// Presence entries of closed sessions waiting out the grace.
+    pub grace: GraceQueue,
     /// Set when shutdown starts: `/readyz` answers 503 and handshakes are refused.
     pub draining: AtomicBool,
     /// Source of node-local session ids.
@@ -82,6 +88,8 @@ impl Node {
             auth,
             capacity: Capacity::new(config.max_connections, config.max_connections_per_ip),
             removals: PendingRemovals::default(),
+            counts: CountTicker::default(),
+            grace: GraceQueue::default(),
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             started: Instant::now(),
@@ -112,19 +120,23 @@ impl Node {
         self.hub.has_room(room) || self.hub.room_count() < self.config.max_rooms
     }
 
-    /// Removes `session` from `room`'s presence; returns whether it was the user's
-    /// last session there. A failure is not dropped: the removal waits for a retry
-    /// (and the `leave` it owes is announced then), and this answers `false`.
-    pub async fn presence_remove(&self, room: &str, session: &wsgate_broker::SessionRef) -> bool {
+    /// Removes `session` from `room`'s presence and returns what it changed. A
+    /// failure is not dropped: the removal waits for a retry (and what it owes the
+    /// room is announced then), and this answers `None`.
+    pub async fn presence_remove(
+        &self,
+        room: &str,
+        session: &wsgate_broker::SessionRef,
+    ) -> Option<PresenceChange> {
         match self.presence.remove(room, session).await {
-            Ok(last) => last,
+            Ok(change) => Some(change),
             Err(e) => {
                 tracing::warn!(%room, error = %e, "presence removal failed; retrying in the background");
                 if !self.removals.add(room, session) {
                     self.metrics.presence_removals_lost.inc();
                     tracing::error!(%room, "too many presence removals waiting: one is lost");
                 }
-                false
+                None
             }
         }
     }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wsgate_broker::{Channel, SessionRef};
-use wsgate_protocol::server::{PresenceEvent, ServerFrame};
+use wsgate_broker::SessionRef;
+use wsgate_protocol::server::PresenceEvent;
 
 use crate::node::Node;
 use crate::pending_removals::SessionKey;
@@ -34,20 +34,17 @@ pub async fn run(node: Arc<Node>) {
                 },
             };
             match node.presence.remove(&room, &session).await {
-                Ok(last) => {
+                Ok(change) => {
                     node.removals.lock().remove(&(room.clone(), key));
                     node.metrics.presence_retries.inc();
-                    if last {
-                        let frame = ServerFrame::Presence {
-                            room: room.clone(),
-                            event: PresenceEvent::Leave,
-                            user: session.user,
-                        };
-                        let _ = node
-                            .broker
-                            .publish(&Channel::Room(room), frame.encode().into())
-                            .await;
-                    }
+                    crate::announce::presence_changed(
+                        &node,
+                        &room,
+                        PresenceEvent::Leave,
+                        &session.user,
+                        change,
+                    )
+                    .await;
                 }
                 Err(_) => {
                     failed = true;

@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify, Semaphore};
-use wsgate_broker::{Backend, Channel, RedisSettings};
+use wsgate_broker::{Backend, Channel, RedisSettings, RoomPolicy};
 
 use crate::config::Config;
 use crate::node::Node;
@@ -34,24 +34,22 @@ impl Server {
     /// # Errors
     /// A bad configuration or a listener that cannot bind.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
-        config.validate().map_err(anyhow::Error::msg)?;
+        // Loaded again (idempotent): a caller that only parsed the flags still gets
+        // the namespaces they and the config file describe.
+        let config = config.load().map_err(anyhow::Error::msg)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let node_id = config.resolved_node_id();
+        let policy: Arc<dyn RoomPolicy> = config.namespaces.clone();
         let backend = match &config.redis_url {
-            None => Backend::memory(
-                config.history_len,
-                Duration::from_secs(config.history_ttl_s),
-                events_tx,
-            ),
+            None => Backend::memory(policy, events_tx),
             Some(url) => Backend::redis(
                 RedisSettings {
                     url: url.clone(),
                     prefix: config.redis_prefix.clone(),
                     node_id: node_id.clone(),
-                    history_len: config.history_len,
-                    history_ttl: Duration::from_secs(config.history_ttl_s),
                     heartbeat: Duration::from_millis(config.heartbeat_ms),
                 },
+                policy,
                 events_tx,
             )?,
         };
@@ -67,6 +65,8 @@ impl Server {
         tokio::spawn(crate::heartbeat::run(node.clone()));
         tokio::spawn(crate::stats_room::run(node.clone()));
         tokio::spawn(crate::presence_retry::run(node.clone()));
+        tokio::spawn(crate::presence_count::run(node.clone()));
+        tokio::spawn(crate::presence_grace::run(node.clone()));
         Ok(Server {
             node,
             local_addr,
@@ -99,6 +99,7 @@ impl Server {
         node.root.cancel();
         node.tracker.close();
         let deadline = Duration::from_millis(node.config.shutdown_timeout_ms);
+        let started = std::time::Instant::now();
         let drained = tokio::select! {
             _ = node.tracker.wait() => true,
             _ = tokio::time::sleep(deadline) => false,
@@ -110,6 +111,12 @@ impl Server {
                 "shutdown deadline reached with sessions still open"
             );
         }
+        // Closed sessions' presence waits out its grace (their users may be
+        // reconnecting to another node now), within the shutdown deadline.
+        let grace_end = tokio::time::Instant::now()
+            + Duration::from_millis(node.config.presence_grace_ms)
+                .min(deadline.saturating_sub(started.elapsed()));
+        crate::presence_grace::drain(&node, grace_end).await;
         if let Err(e) = node.registry.deregister().await {
             tracing::warn!(error = %e, "could not deregister from the cluster");
         }

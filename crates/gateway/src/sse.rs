@@ -96,7 +96,7 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
     }
     if let Some(r) = rooms
         .iter()
-        .find(|r| !identity.may_enter(r, &node.config.private_room_prefix))
+        .find(|r| !identity.may_enter(r, node.config.namespaces.is_private(r)))
     {
         return error_response(
             StatusCode::FORBIDDEN,

@@ -12,6 +12,13 @@ pub const MAX_HISTORY_LIMIT: usize = 100;
 /// `limit` of a `history` request that gives none.
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 
+/// Largest `limit` of a `members` request.
+pub const MAX_MEMBERS_LIMIT: usize = 1000;
+/// `limit` of a `members` request that gives none.
+pub const DEFAULT_MEMBERS_LIMIT: usize = 100;
+/// Longest `cursor` of a `members` request (cursors are opaque and made by the server).
+pub const MAX_CURSOR_LEN: usize = 200;
+
 /// Limits that depend on the server's configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct ParseLimits {
@@ -86,6 +93,15 @@ pub enum Command {
         /// Only unread ones.
         unread_only: bool,
     },
+    /// A page of a room's distinct users.
+    Members {
+        /// The room.
+        room: String,
+        /// Where the previous page ended (`next_cursor`); `None` for the first page.
+        cursor: Option<String>,
+        /// How many users at most (1–1000).
+        limit: usize,
+    },
     /// Marks notifications read: the listed ids, or all of them.
     MarkRead {
         /// The ids; `None` means all.
@@ -109,6 +125,7 @@ impl Command {
             Command::Ping => "ping",
             Command::Notifications { .. } => "notifications",
             Command::MarkRead { .. } => "mark_read",
+            Command::Members { .. } => "members",
         }
     }
 }
@@ -197,6 +214,32 @@ fn command(obj: &Map<String, Value>, limits: &ParseLimits) -> Result<Command, Fr
             limit: limit(obj)?,
         },
         "ping" => Command::Ping,
+        "members" => Command::Members {
+            room: room(obj)?,
+            cursor: match opt_str(obj, "cursor")? {
+                Some(c) if !c.is_empty() && c.len() <= MAX_CURSOR_LEN && c.is_ascii() => {
+                    Some(c.to_owned())
+                }
+                Some(_) => return Err(FrameError::invalid("cursor must be a next_cursor")),
+                None => None,
+            },
+            limit: match obj.get("limit") {
+                None | Some(Value::Null) => DEFAULT_MEMBERS_LIMIT,
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(l) if (1..=MAX_MEMBERS_LIMIT as u64).contains(&l) => l as usize,
+                    _ => {
+                        return Err(FrameError::invalid(
+                            "limit must be an integer from 1 to 1000",
+                        ))
+                    }
+                },
+                Some(_) => {
+                    return Err(FrameError::invalid(
+                        "limit must be an integer from 1 to 1000",
+                    ))
+                }
+            },
+        },
         "notifications" => Command::Notifications {
             limit: limit(obj)?,
             before: match opt_str(obj, "before")? {
@@ -307,189 +350,4 @@ fn opt_id(obj: &Map<String, Value>, field: &str) -> Result<Option<MessageId>, Fr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const LIMITS: ParseLimits = ParseLimits {
-        max_content_bytes: 10,
-    };
-
-    fn ok(v: Value) -> ClientFrame {
-        parse(&v.to_string(), &LIMITS).unwrap()
-    }
-
-    fn err(text: &str) -> FrameError {
-        parse(text, &LIMITS).unwrap_err()
-    }
-
-    #[test]
-    fn every_command_parses() {
-        assert_eq!(
-            ok(json!({"type":"join","room":"a","since":"5-1","epoch":"e1","ref":7})),
-            ClientFrame {
-                reference: Some(json!(7)),
-                command: Command::Join {
-                    room: "a".into(),
-                    since: Some(MessageId::new(5, 1)),
-                    epoch: Some("e1".into())
-                }
-            }
-        );
-        assert_eq!(
-            ok(json!({"type":"leave","room":"a"})).command,
-            Command::Leave { room: "a".into() }
-        );
-        assert_eq!(
-            ok(json!({"type":"message","room":"a","content":"hi"})).command,
-            Command::Message {
-                room: "a".into(),
-                content: "hi".into()
-            }
-        );
-        assert_eq!(
-            ok(json!({"type":"typing","room":"a","is_typing":false})).command,
-            Command::Typing {
-                room: "a".into(),
-                is_typing: false
-            }
-        );
-        assert_eq!(
-            ok(json!({"type":"direct","to":"bob","content":"yo","ref":"x"})),
-            ClientFrame {
-                reference: Some(json!("x")),
-                command: Command::Direct {
-                    to: "bob".into(),
-                    content: "yo".into()
-                }
-            }
-        );
-        assert_eq!(
-            ok(json!({"type":"history","room":"a"})).command,
-            Command::History {
-                room: "a".into(),
-                before: None,
-                limit: 50
-            }
-        );
-        assert_eq!(
-            ok(json!({"type":"history","room":"a","before":"9-0","limit":100})).command,
-            Command::History {
-                room: "a".into(),
-                before: Some(MessageId::new(9, 0)),
-                limit: 100
-            }
-        );
-        assert_eq!(ok(json!({"type":"ping"})).command, Command::Ping);
-        assert_eq!(
-            ok(json!({"type":"notifications","unread_only":true,"limit":5})).command,
-            Command::Notifications {
-                limit: 5,
-                before: None,
-                unread_only: true
-            }
-        );
-        assert_eq!(
-            ok(json!({"type":"mark_read","ids":["a-1","b"]})).command,
-            Command::MarkRead {
-                ids: Some(vec!["a-1".into(), "b".into()])
-            }
-        );
-        assert_eq!(
-            ok(json!({"type":"mark_read","all":true})).command,
-            Command::MarkRead { ids: None }
-        );
-        for bad in [
-            json!({"type":"mark_read"}),
-            json!({"type":"mark_read","ids":[]}),
-            json!({"type":"mark_read","ids":[5]}),
-            json!({"type":"mark_read","ids":["x"],"all":true}),
-            json!({"type":"mark_read","all":"yes"}),
-            json!({"type":"notifications","limit":0}),
-            json!({"type":"notifications","before":"a b"}),
-            json!({"type":"notifications","unread_only":1}),
-        ] {
-            assert_eq!(
-                parse(&bad.to_string(), &LIMITS).unwrap_err().code,
-                ErrorCode::InvalidField,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn bad_json() {
-        for text in [
-            "",
-            "{",
-            "nope",
-            "[1]",
-            "\"s\"",
-            "3",
-            "null",
-            &"[".repeat(10_000),
-        ] {
-            assert_eq!(err(text).code, ErrorCode::BadJson, "{text:.20}");
-        }
-    }
-
-    #[test]
-    fn unknown_type() {
-        for text in [r#"{}"#, r#"{"type":5}"#, r#"{"type":"nope","ref":1}"#] {
-            assert_eq!(err(text).code, ErrorCode::UnknownType, "{text}");
-        }
-        assert_eq!(err(r#"{"type":"nope","ref":1}"#).reference, Some(json!(1)));
-    }
-
-    #[test]
-    fn invalid_fields_carry_the_ref() {
-        let cases = [
-            json!({"type":"join"}),
-            json!({"type":"join","room":""}),
-            json!({"type":"join","room":5}),
-            json!({"type":"join","room":"a b"}),
-            json!({"type":"join","room":"a".repeat(129)}),
-            json!({"type":"join","room":"a","since":"x"}),
-            json!({"type":"join","room":"a","since":5}),
-            json!({"type":"join","room":"a","epoch":"bad epoch"}),
-            json!({"type":"join","room":"a","epoch":""}),
-            json!({"type":"message","room":"a"}),
-            json!({"type":"message","room":"a","content":""}),
-            json!({"type":"message","room":"a","content":"12345678901"}),
-            json!({"type":"message","room":"a","content":["x"]}),
-            json!({"type":"typing","room":"a"}),
-            json!({"type":"typing","room":"a","is_typing":"yes"}),
-            json!({"type":"direct","content":"x"}),
-            json!({"type":"direct","to":"","content":"x"}),
-            json!({"type":"history","room":"a","limit":0}),
-            json!({"type":"history","room":"a","limit":101}),
-            json!({"type":"history","room":"a","limit":1.5}),
-            json!({"type":"history","room":"a","before":"zz"}),
-        ];
-        for mut case in cases {
-            case["ref"] = json!("r");
-            let e = parse(&case.to_string(), &LIMITS).unwrap_err();
-            assert_eq!(e.code, ErrorCode::InvalidField, "{case}");
-            assert_eq!(e.reference, Some(json!("r")), "{case}");
-        }
-        assert_eq!(
-            err(r#"{"type":"ping","ref":{}}"#).code,
-            ErrorCode::InvalidField
-        );
-    }
-
-    #[test]
-    fn content_limit_counts_utf8_bytes() {
-        // 5 two-byte characters = 10 bytes: allowed; 6 = 12 bytes: refused.
-        assert!(parse(
-            &json!({"type":"message","room":"a","content":"ééééé"}).to_string(),
-            &LIMITS
-        )
-        .is_ok());
-        assert!(parse(
-            &json!({"type":"message","room":"a","content":"éééééé"}).to_string(),
-            &LIMITS
-        )
-        .is_err());
-    }
-}
+mod tests;

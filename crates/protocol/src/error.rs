@@ -23,11 +23,13 @@ pub enum ErrorCode {
     RateLimited,
     /// The broker is unreachable: the frame was not accepted; the client may retry.
     Unavailable,
+    /// The room holds its namespace's `max_members` distinct users.
+    RoomFull,
 }
 
 impl ErrorCode {
     /// Every code, for metrics that pre-register their label values.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidField,
@@ -36,6 +38,7 @@ impl ErrorCode {
         ErrorCode::TooManyRooms,
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
+        ErrorCode::RoomFull,
     ];
 
     /// The wire spelling of the code.
@@ -49,6 +52,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RoomFull => "room_full",
         }
     }
 }

@@ -30,6 +30,44 @@ pub enum PresenceEvent {
     Leave,
 }
 
+/// How much presence a room shows (its namespace's `presence`, or `count` while a
+/// `full` room is over `presence_max_members`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceMode {
+    /// Member lists and `presence` join/leave events.
+    #[default]
+    Full,
+    /// Only the number of distinct users, in `presence_count` frames.
+    Count,
+    /// Neither.
+    Off,
+}
+
+impl PresenceMode {
+    /// The wire and config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceMode::Full => "full",
+            PresenceMode::Count => "count",
+            PresenceMode::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for PresenceMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(PresenceMode::Full),
+            "count" => Ok(PresenceMode::Count),
+            "off" => Ok(PresenceMode::Off),
+            _ => Err(format!("`{s}` is not a presence mode (full, count, off)")),
+        }
+    }
+}
+
 /// One room of a `welcome`'s `restore`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreRoom {
@@ -104,6 +142,8 @@ pub enum ServerFrame {
         members_count: u64,
         #[serde(default)]
         members_more: bool,
+        #[serde(default)]
+        presence: PresenceMode,
         last_id: Option<String>,
         epoch: String,
         recovered: bool,
@@ -123,11 +163,26 @@ pub enum ServerFrame {
         content: String,
         ts: String,
     },
-    /// A user's first session joined, or last session left, a room.
+    /// A user's first session joined, or last session left, a room (`full` mode),
+    /// with the room's distinct users after it.
     Presence {
         room: String,
         event: PresenceEvent,
         user: Member,
+        #[serde(default)]
+        count: u64,
+    },
+    /// The number of distinct users of a `count`-mode room changed (at most once per
+    /// second per room).
+    PresenceCount { room: String, count: u64 },
+    /// Answer to `members`: one page of a room's distinct users.
+    Members {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+        room: String,
+        members: Vec<Member>,
+        next_cursor: Option<String>,
+        count: u64,
     },
     /// Who is typing in a room now.
     Typing { room: String, users: Vec<Member> },
@@ -388,109 +443,4 @@ pub fn stored_room_id(frame: &str) -> Option<(&str, MessageId)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn stored_entry_becomes_the_message_frame() {
-        let from = Member {
-            user_id: "u\"1".into(),
-            username: "Ann".into(),
-        };
-        let entry =
-            StoredEntry::message("lobby", &from, "hi \"there\"", "2026-01-01T00:00:00.000Z");
-        let frame = entry.frame(MessageId::new(17, 3));
-        let v: Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"message","id":"17-3","room":"lobby","user_id":"u\"1","username":"Ann",
-                   "content":"hi \"there\"","ts":"2026-01-01T00:00:00.000Z"})
-        );
-        assert_eq!(frame_type(&frame), Some("message"));
-        assert_eq!(frame_id(&frame), Some(MessageId::new(17, 3)));
-        assert_eq!(
-            stored_room_id(&frame),
-            Some(("lobby", MessageId::new(17, 3)))
-        );
-        assert_eq!(
-            stored_room_id(r#"{"type":"direct","id":"1-0","room":"x"}"#),
-            None
-        );
-        // And it decodes as the typed frame a client uses.
-        assert!(matches!(
-            serde_json::from_str::<ServerFrame>(&frame).unwrap(),
-            ServerFrame::Message { .. }
-        ));
-    }
-
-    #[test]
-    fn publish_entry() {
-        let entry = StoredEntry::publish("r", &json!({"a":[1,2]}), "t");
-        let v: Value = serde_json::from_str(&entry.frame(MessageId::new(1, 0))).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"publish","id":"1-0","room":"r","data":{"a":[1,2]},"ts":"t"})
-        );
-    }
-
-    #[test]
-    fn history_frame_is_what_serde_encodes() {
-        let a = StoredEntry::message(
-            "r\"x",
-            &Member {
-                user_id: "u".into(),
-                username: "U".into(),
-            },
-            "hi",
-            "t",
-        )
-        .frame(MessageId::new(1, 2));
-        let b = StoredEntry::publish("r\"x", &json!({"k":[1]}), "t").frame(MessageId::new(3, 0));
-        for (reference, more) in [
-            (None, false),
-            (Some(json!("q")), true),
-            (Some(json!(7)), false),
-        ] {
-            let by_hand = history_frame(
-                reference.as_ref(),
-                "r\"x",
-                [a.as_str(), r#"{"type":"typing"}"#, b.as_str()],
-                more,
-            );
-            let typed = ServerFrame::History {
-                reference: reference.clone(),
-                room: "r\"x".into(),
-                messages: vec![
-                    RawValue::from_string(a.clone()).unwrap(),
-                    RawValue::from_string(b.clone()).unwrap(),
-                ],
-                more,
-            }
-            .encode();
-            assert_eq!(by_hand, typed);
-        }
-        assert_eq!(
-            history_frame(None, "r", [], false),
-            r#"{"type":"history","room":"r","messages":[],"more":false}"#
-        );
-    }
-
-    #[test]
-    fn type_comes_first() {
-        let f = ServerFrame::Pong {
-            reference: Some(json!(1)),
-        }
-        .encode();
-        assert_eq!(f, r#"{"type":"pong","ref":1}"#);
-        assert_eq!(frame_type(&f), Some("pong"));
-        assert_eq!(frame_id(&f), None);
-        let e = ServerFrame::Error {
-            code: ErrorCode::NotMember,
-            message: "m".into(),
-            reference: None,
-        }
-        .encode();
-        assert_eq!(e, r#"{"type":"error","code":"not_member","message":"m"}"#);
-    }
-}
+mod tests;

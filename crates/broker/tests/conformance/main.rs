@@ -8,10 +8,11 @@ mod registry;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use wsgate_broker::{Backend, BrokerEvent, Channel, RedisSettings};
+use wsgate_broker::{Backend, BrokerEvent, Channel, RedisSettings, RoomPolicy, RoomRules};
 use wsgate_e2e::RedisServer;
 use wsgate_protocol::server::{Member, StoredEntry};
 
@@ -25,33 +26,55 @@ pub(crate) struct Made {
 /// Makes a backend keeping the given history length.
 pub(crate) type Factory = fn(usize) -> Pin<Box<dyn Future<Output = Made>>>;
 
+/// The rules of the suite's rooms: every room keeps `history_len` entries; rooms named
+/// `cap:*` take at most 3 distinct users, rooms named `pm:*` list members up to 4.
+pub(crate) struct TestPolicy(usize);
+
+impl RoomPolicy for TestPolicy {
+    fn rules(&self, room: &str) -> RoomRules {
+        let mut r = RoomRules::with_history(self.0, Duration::from_secs(3600));
+        if room.starts_with("cap:") {
+            r.max_members = Some(3);
+        }
+        if room.starts_with("pm:") {
+            r.presence_max_members = 4;
+        }
+        r
+    }
+}
+
+pub(crate) fn policy(history_len: usize) -> Arc<dyn RoomPolicy> {
+    Arc::new(TestPolicy(history_len))
+}
+
 pub(crate) fn memory(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> {
     Box::pin(async move {
         let (tx, rx) = mpsc::channel(1024);
         Made {
-            b: Backend::memory(history_len, Duration::from_secs(3600), tx),
+            b: Backend::memory(policy(history_len), tx),
             rx,
             _redis: None,
         }
     })
 }
 
-/// Settings of a node on `url`.
-pub(crate) fn settings(url: String, node_id: &str, history_len: usize) -> RedisSettings {
-    RedisSettings {
+/// Settings of a node on `url` (and the history length of its rooms).
+pub(crate) fn settings(url: String, node_id: &str, history_len: usize) -> (RedisSettings, usize) {
+    let s = RedisSettings {
         url,
         prefix: "conformance".into(),
         node_id: node_id.into(),
-        history_len,
-        history_ttl: Duration::from_secs(3600),
         heartbeat: Duration::from_secs(1),
-    }
+    };
+    (s, history_len)
 }
 
 /// A Redis backend once its Pub/Sub connection is up.
-pub(crate) async fn redis_node(settings: RedisSettings) -> (Backend, mpsc::Receiver<BrokerEvent>) {
+pub(crate) async fn redis_node(
+    (settings, history_len): (RedisSettings, usize),
+) -> (Backend, mpsc::Receiver<BrokerEvent>) {
     let (tx, mut rx) = mpsc::channel(1024);
-    let b = Backend::redis(settings, tx).unwrap();
+    let b = Backend::redis(settings, policy(history_len), tx).unwrap();
     match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
         Ok(Some(BrokerEvent::Up)) => {}
         other => panic!("redis broker did not come up: {other:?}"),

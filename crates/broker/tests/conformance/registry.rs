@@ -4,11 +4,18 @@
 
 use std::time::Duration;
 
-use wsgate_broker::{Channel, NodeReport, SessionRef};
+use wsgate_broker::{Added, Channel, NodeReport, SessionRef};
 use wsgate_e2e::RedisServer;
 use wsgate_protocol::server::{PresenceEvent, ServerFrame};
 
 use crate::{member, memory, next_frame, redis_node, settings, Made};
+
+fn edge(a: Added) -> bool {
+    match a {
+        Added::In(c, _) => c.edge,
+        Added::Full => panic!("full"),
+    }
+}
 
 #[tokio::test]
 async fn a_single_node_has_no_cluster() {
@@ -61,9 +68,15 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
     assert!(b.registry.heartbeat(NodeReport::default()).await.unwrap());
     assert!(!a.registry.heartbeat(NodeReport::default()).await.unwrap());
     // n2 holds the only session of u and one of two of w (the other is on n1).
-    assert!(b.presence.add("room", &on_b("s1", "u")).await.unwrap());
-    assert!(b.presence.add("room", &on_b("s2", "w")).await.unwrap());
-    assert!(!a.presence.add("room", &on_b("s3", "w")).await.unwrap());
+    assert!(edge(
+        b.presence.add("room", &on_b("s1", "u"), 0).await.unwrap()
+    ));
+    assert!(edge(
+        b.presence.add("room", &on_b("s2", "w"), 0).await.unwrap()
+    ));
+    assert!(!edge(
+        a.presence.add("room", &on_b("s3", "w"), 0).await.unwrap()
+    ));
     b.registry.heartbeat(NodeReport::default()).await.unwrap();
     a.broker
         .subscribe(&Channel::Room("room".into()))
@@ -71,7 +84,7 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
         .unwrap();
     a.registry.heartbeat(NodeReport::default()).await.unwrap();
     assert_eq!(
-        a.presence.members("room").await.unwrap(),
+        a.presence.members("room", None, 10).await.unwrap().members,
         vec![member("u"), member("w")],
         "n2 is alive: nothing is reaped"
     );
@@ -83,7 +96,7 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
     }
     a.registry.heartbeat(NodeReport::default()).await.unwrap();
     assert_eq!(
-        a.presence.members("room").await.unwrap(),
+        a.presence.members("room", None, 10).await.unwrap().members,
         vec![member("w")],
         "u left with n2; w stays (a session on n1)"
     );
@@ -93,8 +106,10 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
         room: "room".into(),
         event: PresenceEvent::Leave,
         user: member("u"),
+        count: 1,
     };
     assert_eq!(frame, leave.encode());
+    assert_eq!(a.presence.count("room").await.unwrap(), (1, false));
     // n2 was alive all along (a partition): its next report says it was missing, so
     // it adds its sessions again.
     assert!(

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use wsgate_broker::Channel;
 use wsgate_protocol::server::{history_frame, ServerFrame, StoredEntry};
-use wsgate_protocol::{FrameError, MessageId};
+use wsgate_protocol::{ErrorCode, FrameError, MessageId};
 
 use super::Session;
 use crate::clock::now_ts;
@@ -17,6 +17,12 @@ impl Session {
         reference: Option<Value>,
     ) -> Result<(), FrameError> {
         self.require_writable(&room)?;
+        if !self.node.config.namespaces.for_room(&room).client_publish {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                "clients may not publish in this room (client_publish = false)",
+            ));
+        }
         let entry = StoredEntry::message(&room, &self.session.user, &content, &now_ts());
         let id = self
             .node

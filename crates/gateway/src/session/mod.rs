@@ -294,6 +294,11 @@ impl Session {
                 unread_only,
             } => self.notifications(limit, before, unread_only, r).await,
             Command::MarkRead { ids } => self.mark_read(ids, r).await,
+            Command::Members {
+                room,
+                cursor,
+                limit,
+            } => self.members(room, cursor, limit, r).await,
             Command::Ping => {
                 self.send(&ServerFrame::Pong { reference: r }, "pong");
                 Ok(())
@@ -347,7 +352,7 @@ impl Session {
     async fn cleanup(&mut self) {
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
-            self.leave_room(&room).await;
+            self.leave_room(&room, true).await;
         }
         if self
             .node

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use wsgate_broker::Channel;
-use wsgate_protocol::server::{Member, PresenceEvent, ServerFrame};
+use wsgate_broker::{Added, Channel, MembersPage};
+use wsgate_protocol::server::{Member, PresenceEvent, PresenceMode, ServerFrame};
 use wsgate_protocol::{ErrorCode, FrameError, MessageId};
 
 use super::Session;
@@ -34,10 +34,8 @@ impl Session {
 
     /// `join` and `history` need the room to be open to this identity.
     pub(super) fn require_access(&self, room: &str) -> Result<(), FrameError> {
-        if self
-            .identity
-            .may_enter(room, &self.node.config.private_room_prefix)
-        {
+        let private = self.node.config.namespaces.is_private(room);
+        if self.identity.may_enter(room, private) {
             Ok(())
         } else {
             Err(FrameError::new(
@@ -81,14 +79,29 @@ impl Session {
         let join = RoomJoin::start(&node, &self.handle, &room)
             .await
             .map_err(|e| self.unavailable(e))?;
-        let answer = async {
-            let first = node.presence.add(&room, &self.session).await?;
-            let members = node.presence.members(&room).await?;
-            let catch_up = join.catch_up(since).await?;
-            Ok::<_, wsgate_broker::Error>((first, members, catch_up))
+        let mode = node.config.namespaces.for_room(&room).presence;
+        let first_page = if mode == PresenceMode::Full {
+            node.config.joined_members
+        } else {
+            0
         };
-        let (first, members, catch_up) = match answer.await {
-            Ok(a) => a,
+        let answer = async {
+            let added = node.presence.add(&room, &self.session, first_page).await?;
+            let Added::In(change, page) = added else {
+                return Ok(None);
+            };
+            let catch_up = join.catch_up(since).await?;
+            Ok::<_, wsgate_broker::Error>(Some((change, page, catch_up)))
+        };
+        let (change, page, catch_up) = match answer.await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                drop(join);
+                return Err(FrameError::new(
+                    ErrorCode::RoomFull,
+                    "this room holds its most members",
+                ));
+            }
             Err(e) => {
                 drop(join);
                 // The add may have held before the failure: undo it (retried until it
@@ -106,24 +119,31 @@ impl Session {
         let replayed = head.len() as u64;
         let state = catch_up.state;
         let joined_at = (state.epoch.clone(), state.last_id);
-        let (members, members_count, members_more) = self.cap_members(members);
+        let (members, members_count, members_more, presence) =
+            self.joined_members(mode, change.count, change.over, page.members);
         let joined = ServerFrame::Joined {
             reference,
             room: room.clone(),
             members,
             members_count,
             members_more,
+            presence,
             last_id: state.last_id.map(|id| id.to_string()),
             epoch: state.epoch,
             recovered: catch_up.complete && epoch_ok,
         };
         head.push(Utf8Bytes::from(joined.encode()));
-        if first {
-            // Published before `joined` is queued: the session's own arrival reaches
-            // it right after `joined` (held while the join is pending), and before
-            // anything another client does once it has seen `joined`.
-            self.presence(&room, PresenceEvent::Join).await;
-        }
+        // Published before `joined` is queued: the session's own arrival reaches it
+        // right after `joined` (held while the join is pending), and before anything
+        // another client does once it has seen `joined`.
+        crate::announce::presence_changed(
+            &node,
+            &room,
+            PresenceEvent::Join,
+            &self.session.user,
+            change,
+        )
+        .await;
         if join.finish(head, catch_up.seen).is_ok() {
             node.metrics.frames_out("message", replayed);
             node.metrics.frames_out("joined", 1);
@@ -144,20 +164,30 @@ impl Session {
         reference: Option<Value>,
     ) -> Result<(), FrameError> {
         let node = self.node.clone();
+        let mode = node.config.namespaces.for_room(&room).presence;
         let answer = async {
-            let members = node.presence.members(&room).await?;
+            let (count, over) = node.presence.count(&room).await?;
+            let page = if crate::announce::effective(mode, over) == PresenceMode::Full {
+                node.presence
+                    .members(&room, None, node.config.joined_members.max(1))
+                    .await?
+            } else {
+                MembersPage::default()
+            };
             let state = node.broker.room_state(&room).await?;
-            Ok::<_, wsgate_broker::Error>((members, state))
+            Ok::<_, wsgate_broker::Error>((count, over, page, state))
         };
-        let (members, state) = answer.await.map_err(|e| self.unavailable(e))?;
+        let (count, over, page, state) = answer.await.map_err(|e| self.unavailable(e))?;
         let recovered = since.is_none() || epoch.as_deref().is_none_or(|e| e == state.epoch);
-        let (members, members_count, members_more) = self.cap_members(members);
+        let (members, members_count, members_more, presence) =
+            self.joined_members(mode, count, over, page.members);
         let joined = ServerFrame::Joined {
             reference,
             room,
             members,
             members_count,
             members_more,
+            presence,
             last_id: state.last_id.map(|id| id.to_string()),
             epoch: state.epoch,
             recovered,
@@ -166,30 +196,79 @@ impl Session {
         Ok(())
     }
 
-    /// At most `--joined-members` members for `joined`, the distinct count, and
-    /// whether there are more: a frame that does not grow with the room.
-    fn cap_members(&self, mut members: Vec<Member>) -> (Vec<Member>, u64, bool) {
-        let count = members.len() as u64;
-        let more = members.len() > self.node.config.joined_members;
-        members.truncate(self.node.config.joined_members);
-        (members, count, more)
+    /// The presence part of a `joined`: the mode the room shows, the count, and in a
+    /// `full` room at most `--joined-members` members (`members_more` when there are
+    /// more): a frame that does not grow with the room. Returns `(members,
+    /// members_count, members_more, presence)`.
+    fn joined_members(
+        &self,
+        mode: PresenceMode,
+        count: u64,
+        over: bool,
+        mut members: Vec<Member>,
+    ) -> (Vec<Member>, u64, bool, PresenceMode) {
+        let presence = crate::announce::effective(mode, over);
+        let (members_count, members_more) = match presence {
+            PresenceMode::Full => {
+                members.truncate(self.node.config.joined_members);
+                (count, count > members.len() as u64)
+            }
+            PresenceMode::Count => {
+                members.clear();
+                (count, false)
+            }
+            PresenceMode::Off => {
+                members.clear();
+                (0, false)
+            }
+        };
+        (members, members_count, members_more, presence)
     }
 
-    /// Publishes this session's user's arrival in or departure from `room`.
-    async fn presence(&self, room: &str, event: PresenceEvent) {
-        let frame = ServerFrame::Presence {
-            room: room.to_owned(),
-            event,
-            user: self.session.user.clone(),
-        };
-        if let Err(e) = self
-            .node
-            .broker
-            .publish(&Channel::Room(room.to_owned()), frame.encode().into())
-            .await
-        {
-            tracing::warn!(%room, error = %e, "presence event lost");
+    /// `members`: a page of a room's distinct users (not in an `off` room).
+    pub(super) async fn members(
+        &mut self,
+        room: String,
+        cursor: Option<String>,
+        limit: usize,
+        reference: Option<Value>,
+    ) -> Result<(), FrameError> {
+        self.require_access(&room)?;
+        if self.node.config.namespaces.for_room(&room).presence == PresenceMode::Off {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                "this room shows no members (presence off)",
+            ));
         }
+        let node = self.node.clone();
+        let answer = async {
+            let page = node
+                .presence
+                .members(&room, cursor.as_deref(), limit)
+                .await?;
+            let (count, _) = node.presence.count(&room).await?;
+            Ok::<_, wsgate_broker::Error>((page, count))
+        };
+        let (page, count) = match answer.await {
+            Ok(a) => a,
+            Err(wsgate_broker::Error::Invalid(_)) => {
+                return Err(FrameError::invalid(
+                    "cursor must be a next_cursor of this room",
+                ))
+            }
+            Err(e) => return Err(self.unavailable(e)),
+        };
+        self.send(
+            &ServerFrame::Members {
+                reference,
+                room,
+                members: page.members,
+                next_cursor: page.next_cursor,
+                count,
+            },
+            "members",
+        );
+        Ok(())
     }
 
     pub(super) async fn leave(
@@ -200,13 +279,15 @@ impl Session {
         if !self.rooms.contains_key(&room) {
             return Err(FrameError::new(ErrorCode::NotMember, "not in this room"));
         }
-        self.leave_room(&room).await;
+        self.leave_room(&room, false).await;
         self.send(&ServerFrame::Left { reference, room }, "left");
         Ok(())
     }
 
-    /// Takes the session out of `room` everywhere: hub, typing, presence.
-    pub(super) async fn leave_room(&mut self, room: &str) {
+    /// Takes the session out of `room` everywhere: hub, typing, presence. At the
+    /// session's close (`grace`), its presence entry waits out `--presence-grace-ms`
+    /// first ([`crate::presence_grace`]).
+    pub(super) async fn leave_room(&mut self, room: &str, grace: bool) {
         self.rooms.remove(room);
         if self.node.hub.leave(room, self.handle.id) {
             self.node.release_later(Channel::Room(room.to_owned()));
@@ -221,8 +302,26 @@ impl Session {
                 self.publish_typing(room, users).await;
             }
         }
-        if self.node.presence_remove(room, &self.session).await {
-            self.presence(room, PresenceEvent::Leave).await;
+        let wait = std::time::Duration::from_millis(self.node.config.presence_grace_ms);
+        if grace
+            && !wait.is_zero()
+            && self.node.grace.defer(
+                tokio::time::Instant::now() + wait,
+                room,
+                std::sync::Arc::new(self.session.clone()),
+            )
+        {
+            return;
+        }
+        if let Some(change) = self.node.presence_remove(room, &self.session).await {
+            crate::announce::presence_changed(
+                &self.node,
+                room,
+                PresenceEvent::Leave,
+                &self.session.user,
+                change,
+            )
+            .await;
         }
     }
 

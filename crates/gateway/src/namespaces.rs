@@ -1,0 +1,428 @@
+//! Namespaces: per-namespace room options from the config file (`--config`, TOML),
+//! with every option a namespace leaves out taken from the global flags (the default
+//! namespace's). A room's namespace is the part of its name before the first `:`
+//! (`live:final` is in `live`); a room without `:` is in the default namespace. The
+//! namespace `private` exists even when the file does not list it, private.
+//!
+//! ```toml
+//! [namespaces.live]
+//! presence = "count"          # full | count | off
+//! presence_max_members = 1000
+//! history_len = 100
+//! history_ttl = "1h"          # a duration, or whole seconds
+//! client_publish = false
+//! private = false
+//! max_members = 100000
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use wsgate_broker::{RoomPolicy, RoomRules};
+use wsgate_protocol::server::PresenceMode;
+
+/// Largest `history_len` a namespace may set.
+pub const MAX_HISTORY_LEN: usize = 1_000_000;
+
+/// The options of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceOptions {
+    /// Member lists and events, only a count, or neither.
+    pub presence: PresenceMode,
+    /// A `full` room past this shows only its count (back at nine tenths).
+    pub presence_max_members: u64,
+    /// Messages kept per room.
+    pub history_len: usize,
+    /// A room's history expires this long after its last message.
+    pub history_ttl_s: u64,
+    /// Whether clients may send `message` (the HTTP API always may publish).
+    pub client_publish: bool,
+    /// Whether joins need a grant in the token's `rooms` claim.
+    pub private: bool,
+    /// Most distinct users per room.
+    pub max_members: Option<u64>,
+}
+
+/// Every namespace's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespaces {
+    /// The default namespace's options (the flags').
+    default: NamespaceOptions,
+    /// Named namespaces.
+    named: HashMap<String, NamespaceOptions>,
+    /// `--private-room-prefix`: rooms starting with it are private whatever their
+    /// namespace says (kept for configurations that set another prefix).
+    private_prefix: String,
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    namespaces: HashMap<String, toml::Table>,
+}
+
+/// The options a namespace may set.
+const KEYS: [&str; 7] = [
+    "presence",
+    "presence_max_members",
+    "history_len",
+    "history_ttl",
+    "client_publish",
+    "private",
+    "max_members",
+];
+
+/// Whether `name` may name a namespace: 1–64 characters of `[A-Za-z0-9_.-]`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A positive integer option.
+fn positive(v: &toml::Value, at: &str) -> Result<u64, String> {
+    match v.as_integer() {
+        Some(n) if n >= 1 => Ok(n as u64),
+        _ => Err(format!("{at} must be a positive integer")),
+    }
+}
+
+/// A namespace's options over `base`.
+fn options(
+    name: &str,
+    table: &toml::Table,
+    base: &NamespaceOptions,
+) -> Result<NamespaceOptions, String> {
+    let mut o = base.clone();
+    if name == "private" {
+        o.private = true;
+    }
+    for (key, v) in table {
+        let at = format!("namespaces.{name}.{key}");
+        match key.as_str() {
+            "presence" => {
+                o.presence = v
+                    .as_str()
+                    .ok_or_else(|| format!("{at} must be \"full\", \"count\" or \"off\""))?
+                    .parse()
+                    .map_err(|e| format!("{at}: {e}"))?;
+            }
+            "presence_max_members" => o.presence_max_members = positive(v, &at)?,
+            "history_len" => {
+                let n = positive(v, &at)?;
+                if n > MAX_HISTORY_LEN as u64 {
+                    return Err(format!("{at} must be at most {MAX_HISTORY_LEN}"));
+                }
+                o.history_len = n as usize;
+            }
+            "history_ttl" => {
+                o.history_ttl_s = match v {
+                    toml::Value::Integer(n) if *n >= 1 => *n as u64,
+                    toml::Value::String(s) => humantime::parse_duration(s)
+                        .ok()
+                        .map(|d| d.as_secs())
+                        .filter(|s| *s >= 1)
+                        .ok_or_else(|| {
+                            format!("{at} must be a duration of at least 1s (e.g. \"1h\")")
+                        })?,
+                    _ => {
+                        return Err(format!(
+                            "{at} must be a duration (e.g. \"1h\") or a positive number of seconds"
+                        ))
+                    }
+                }
+            }
+            "client_publish" => {
+                o.client_publish = v
+                    .as_bool()
+                    .ok_or_else(|| format!("{at} must be true or false"))?
+            }
+            "private" => {
+                o.private = v
+                    .as_bool()
+                    .ok_or_else(|| format!("{at} must be true or false"))?
+            }
+            "max_members" => o.max_members = Some(positive(v, &at)?),
+            _ => return Err(format!("unknown option {at} (known: {})", KEYS.join(", "))),
+        }
+    }
+    Ok(o)
+}
+
+impl Namespaces {
+    /// The default namespace's options (the flags'), and the implicit `private`
+    /// when `private_prefix` is the default `private:`.
+    fn with_default(default: NamespaceOptions, private_prefix: &str) -> Self {
+        let mut named = HashMap::new();
+        if private_prefix == "private:" {
+            named.insert(
+                "private".to_owned(),
+                NamespaceOptions {
+                    private: true,
+                    ..default.clone()
+                },
+            );
+        }
+        Namespaces {
+            default,
+            named,
+            private_prefix: private_prefix.to_owned(),
+        }
+    }
+
+    /// The default namespace's options, the implicit `private`, and the namespaces of
+    /// the config file at `file` if one is given.
+    ///
+    /// # Errors
+    /// A message naming the file, or the key, that is wrong.
+    pub fn load(
+        default: NamespaceOptions,
+        private_prefix: &str,
+        file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let mut ns = Self::with_default(default, private_prefix);
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--config {}: {e}", path.display()))?;
+            ns.add_file(&text)
+                .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        }
+        Ok(ns)
+    }
+
+    /// Adds the namespaces of a config file's text.
+    fn add_file(&mut self, text: &str) -> Result<(), String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, table) in &file.namespaces {
+            if !valid_name(name) {
+                return Err(format!(
+                    "namespaces.{name}: a namespace name is 1-64 characters of [A-Za-z0-9_.-]"
+                ));
+            }
+            let o = options(name, table, &self.default)?;
+            self.named.insert(name.clone(), o);
+        }
+        Ok(())
+    }
+
+    /// The namespace of `room`: the part before its first `:`, if any.
+    pub fn namespace_of(room: &str) -> Option<&str> {
+        room.split_once(':').map(|(ns, _)| ns)
+    }
+
+    /// The options of `room`'s namespace (the default's for a namespace the file does
+    /// not list).
+    pub fn for_room(&self, room: &str) -> &NamespaceOptions {
+        Self::namespace_of(room)
+            .and_then(|ns| self.named.get(ns))
+            .unwrap_or(&self.default)
+    }
+
+    /// Whether joining `room` needs a grant.
+    pub fn is_private(&self, room: &str) -> bool {
+        self.for_room(room).private
+            || (!self.private_prefix.is_empty() && room.starts_with(&self.private_prefix))
+    }
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Namespaces {
+            default: NamespaceOptions {
+                presence: PresenceMode::Full,
+                presence_max_members: 1000,
+                history_len: 1000,
+                history_ttl_s: 604_800,
+                client_publish: true,
+                private: false,
+                max_members: None,
+            },
+            named: HashMap::new(),
+            private_prefix: "private:".into(),
+        }
+    }
+}
+
+impl RoomPolicy for Namespaces {
+    fn rules(&self, room: &str) -> RoomRules {
+        let o = self.for_room(room);
+        RoomRules {
+            history_len: o.history_len.max(1),
+            history_ttl: Duration::from_secs(o.history_ttl_s.max(1)),
+            presence: o.presence,
+            presence_max_members: o.presence_max_members.max(1),
+            max_members: o.max_members,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config::Config;
+
+    fn config(args: &[&str]) -> Config {
+        use clap::Parser;
+        let mut all = vec!["wsgate"];
+        all.extend_from_slice(args);
+        Config::parse_from(all)
+    }
+
+    fn from_flags(c: &Config) -> Namespaces {
+        Namespaces::load(c.default_namespace(), &c.private_room_prefix, None).unwrap()
+    }
+
+    fn with_file(args: &[&str], text: &str) -> Result<Namespaces, String> {
+        let mut ns = from_flags(&config(args));
+        ns.add_file(text)?;
+        Ok(ns)
+    }
+
+    #[test]
+    fn every_option_parses_and_the_rest_come_from_the_flags() {
+        let ns = with_file(
+            &["--history-len", "77", "--presence-max-members", "50"],
+            r#"
+            [namespaces.live]
+            presence = "count"
+            presence_max_members = 9
+            history_len = 100
+            history_ttl = "1h"
+            client_publish = false
+            private = true
+            max_members = 100000
+
+            [namespaces.quiet]
+            presence = "off"
+            history_ttl = 30
+            "#,
+        )
+        .unwrap();
+        let live = ns.for_room("live:final");
+        assert_eq!(
+            live,
+            &NamespaceOptions {
+                presence: PresenceMode::Count,
+                presence_max_members: 9,
+                history_len: 100,
+                history_ttl_s: 3600,
+                client_publish: false,
+                private: true,
+                max_members: Some(100_000),
+            }
+        );
+        let quiet = ns.for_room("quiet:x");
+        assert_eq!(quiet.presence, PresenceMode::Off);
+        assert_eq!(quiet.history_ttl_s, 30);
+        assert_eq!(quiet.history_len, 77, "from --history-len");
+        assert_eq!(
+            quiet.presence_max_members, 50,
+            "from --presence-max-members"
+        );
+        assert!(quiet.client_publish && !quiet.private && quiet.max_members.is_none());
+        let rules = ns.rules("live:a");
+        assert_eq!(rules.history_ttl, Duration::from_secs(3600));
+        assert_eq!(rules.max_members, Some(100_000));
+    }
+
+    #[test]
+    fn the_namespace_is_the_part_before_the_first_colon() {
+        let ns = with_file(&[], "[namespaces.a]\npresence = \"off\"\n").unwrap();
+        assert_eq!(Namespaces::namespace_of("a:b:c"), Some("a"));
+        assert_eq!(Namespaces::namespace_of("lobby"), None);
+        assert_eq!(ns.for_room("a:b:c").presence, PresenceMode::Off);
+        assert_eq!(
+            ns.for_room("a").presence,
+            PresenceMode::Full,
+            "no colon: default"
+        );
+        assert_eq!(
+            ns.for_room("b:a").presence,
+            PresenceMode::Full,
+            "unlisted: default"
+        );
+    }
+
+    #[test]
+    fn private_is_a_namespace_private_by_default() {
+        let ns = from_flags(&config(&[]));
+        assert!(ns.is_private("private:ops"));
+        assert!(!ns.is_private("lobby") && !ns.is_private("privateish:x"));
+        let ns = with_file(&[], "[namespaces.private]\nhistory_len = 5\n").unwrap();
+        assert!(
+            ns.is_private("private:ops"),
+            "listed without `private`: still private"
+        );
+        assert_eq!(ns.for_room("private:ops").history_len, 5);
+        let ns = with_file(&[], "[namespaces.team]\nprivate = true\n").unwrap();
+        assert!(ns.is_private("team:core") && !ns.is_private("lobby"));
+        // Another prefix still makes its rooms private.
+        let ns = from_flags(&config(&["--private-room-prefix", "secret-"]));
+        assert!(ns.is_private("secret-x") && !ns.is_private("private:x"));
+    }
+
+    #[test]
+    fn every_bad_value_names_its_key() {
+        let cases = [
+            ("[namespaces.a]\nbogus = 1\n", "namespaces.a.bogus"),
+            (
+                "[namespaces.a]\npresence = \"loud\"\n",
+                "namespaces.a.presence",
+            ),
+            ("[namespaces.a]\npresence = 3\n", "namespaces.a.presence"),
+            (
+                "[namespaces.a]\npresence_max_members = 0\n",
+                "namespaces.a.presence_max_members",
+            ),
+            (
+                "[namespaces.a]\nhistory_len = 0\n",
+                "namespaces.a.history_len",
+            ),
+            (
+                "[namespaces.a]\nhistory_len = 2000000\n",
+                "namespaces.a.history_len",
+            ),
+            (
+                "[namespaces.a]\nhistory_len = \"x\"\n",
+                "namespaces.a.history_len",
+            ),
+            (
+                "[namespaces.a]\nhistory_ttl = 0\n",
+                "namespaces.a.history_ttl",
+            ),
+            (
+                "[namespaces.a]\nhistory_ttl = \"soon\"\n",
+                "namespaces.a.history_ttl",
+            ),
+            (
+                "[namespaces.a]\nclient_publish = \"yes\"\n",
+                "namespaces.a.client_publish",
+            ),
+            ("[namespaces.a]\nprivate = 1\n", "namespaces.a.private"),
+            (
+                "[namespaces.a]\nmax_members = -5\n",
+                "namespaces.a.max_members",
+            ),
+            ("[namespaces.\"a b\"]\n", "namespaces.a b"),
+            ("[namespaces.\"\"]\n", "namespaces."),
+            ("other = 1\n", "other"),
+            ("[namespaces.a\n", "line 1"),
+        ];
+        for (text, key) in cases {
+            let err = with_file(&[], text).expect_err(text);
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_names_its_path() {
+        let c = config(&["--config", "/nonexistent/wsgate.toml"]);
+        let err = c.load().unwrap_err();
+        assert!(err.contains("/nonexistent/wsgate.toml"), "{err}");
+    }
+}

@@ -1,0 +1,104 @@
+//! Unit tests of [`super`].
+use super::*;
+use serde_json::json;
+
+#[test]
+fn stored_entry_becomes_the_message_frame() {
+    let from = Member {
+        user_id: "u\"1".into(),
+        username: "Ann".into(),
+    };
+    let entry = StoredEntry::message("lobby", &from, "hi \"there\"", "2026-01-01T00:00:00.000Z");
+    let frame = entry.frame(MessageId::new(17, 3));
+    let v: Value = serde_json::from_str(&frame).unwrap();
+    assert_eq!(
+        v,
+        json!({"type":"message","id":"17-3","room":"lobby","user_id":"u\"1","username":"Ann",
+               "content":"hi \"there\"","ts":"2026-01-01T00:00:00.000Z"})
+    );
+    assert_eq!(frame_type(&frame), Some("message"));
+    assert_eq!(frame_id(&frame), Some(MessageId::new(17, 3)));
+    assert_eq!(
+        stored_room_id(&frame),
+        Some(("lobby", MessageId::new(17, 3)))
+    );
+    assert_eq!(
+        stored_room_id(r#"{"type":"direct","id":"1-0","room":"x"}"#),
+        None
+    );
+    // And it decodes as the typed frame a client uses.
+    assert!(matches!(
+        serde_json::from_str::<ServerFrame>(&frame).unwrap(),
+        ServerFrame::Message { .. }
+    ));
+}
+
+#[test]
+fn publish_entry() {
+    let entry = StoredEntry::publish("r", &json!({"a":[1,2]}), "t");
+    let v: Value = serde_json::from_str(&entry.frame(MessageId::new(1, 0))).unwrap();
+    assert_eq!(
+        v,
+        json!({"type":"publish","id":"1-0","room":"r","data":{"a":[1,2]},"ts":"t"})
+    );
+}
+
+#[test]
+fn history_frame_is_what_serde_encodes() {
+    let a = StoredEntry::message(
+        "r\"x",
+        &Member {
+            user_id: "u".into(),
+            username: "U".into(),
+        },
+        "hi",
+        "t",
+    )
+    .frame(MessageId::new(1, 2));
+    let b = StoredEntry::publish("r\"x", &json!({"k":[1]}), "t").frame(MessageId::new(3, 0));
+    for (reference, more) in [
+        (None, false),
+        (Some(json!("q")), true),
+        (Some(json!(7)), false),
+    ] {
+        let by_hand = history_frame(
+            reference.as_ref(),
+            "r\"x",
+            [a.as_str(), r#"{"type":"typing"}"#, b.as_str()],
+            more,
+        );
+        let typed = ServerFrame::History {
+            reference: reference.clone(),
+            room: "r\"x".into(),
+            messages: vec![
+                RawValue::from_string(a.clone()).unwrap(),
+                RawValue::from_string(b.clone()).unwrap(),
+            ],
+            more,
+        }
+        .encode();
+        assert_eq!(by_hand, typed);
+    }
+    assert_eq!(
+        history_frame(None, "r", [], false),
+        r#"{"type":"history","room":"r","messages":[],"more":false}"#
+    );
+}
+
+#[test]
+fn type_comes_first() {
+    let f = ServerFrame::Pong {
+        reference: Some(json!(1)),
+    }
+    .encode();
+    assert_eq!(f, r#"{"type":"pong","ref":1}"#);
+    assert_eq!(frame_type(&f), Some("pong"));
+    assert_eq!(frame_id(&f), None);
+    let e = ServerFrame::Error {
+        code: ErrorCode::NotMember,
+        message: "m".into(),
+        reference: None,
+    }
+    .encode();
+    assert_eq!(e, r#"{"type":"error","code":"not_member","message":"m"}"#);
+}
