@@ -31,6 +31,8 @@ pub(crate) struct Joined {
     pub recovered: bool,
     /// Message frames that arrived before the answer (the replay, with `since`).
     pub replayed: Vec<Utf8Bytes>,
+    /// `joined.members_count` (wsgate; the peers' count where they send one).
+    pub members_count: Option<u64>,
 }
 
 /// Reads the next text frame before `deadline`, answering Socket.IO pings on the way.
@@ -148,6 +150,7 @@ pub(crate) async fn join(
                         joined.epoch = v["epoch"].as_str().map(str::to_owned);
                         joined.last_id = v["last_id"].as_str().map(str::to_owned);
                         joined.recovered = v["recovered"].as_bool().unwrap_or(false);
+                        joined.members_count = v["members_count"].as_u64();
                         return Ok(joined);
                     }
                     Some("error") => {

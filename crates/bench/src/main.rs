@@ -1,6 +1,7 @@
 //! `wsgate-bench`: the load generator of wsgate. See `wsgate-bench --help`.
 
 mod adapter;
+mod build;
 mod churn;
 mod cli;
 mod conn;
@@ -9,6 +10,7 @@ mod fleet;
 mod idle;
 mod progress;
 mod publisher;
+mod redis_stats;
 mod report;
 mod rooms;
 mod stamp;
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Rooms(_) => "rooms",
         Command::Churn(_) => "churn",
         Command::Storm(_) => "storm",
+        Command::Build(_) => "build",
     };
     let result = rt.block_on(async move {
         match cli.cmd {
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             Command::Rooms(a) => rooms::rooms(a, meta).await,
             Command::Churn(a) => churn::churn(a, meta).await,
             Command::Storm(a) => storm::storm(a, meta).await,
+            Command::Build(a) => build::build(a, meta).await,
         }
     });
     // Do not wait for connections still being torn down.

@@ -58,12 +58,15 @@ fn help_explains_every_scenario() {
         "rooms",
         "churn",
         "storm",
+        "build",
         "--json",
         "rate-limit",
     ] {
         assert!(text.contains(s), "--help does not mention {s}:\n{text}");
     }
-    for s in ["fanout", "idle", "sweep", "rooms", "churn", "storm"] {
+    for s in [
+        "fanout", "idle", "sweep", "rooms", "churn", "storm", "build",
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_wsgate-bench"))
             .args([s, "--help"])
             .output()
@@ -326,4 +329,42 @@ fn storm_resumes_the_killed_nodes_clients() {
     assert_eq!(r["lost"], 0, "{r}");
     assert_eq!(r["duplicated"], 0, "{r}");
     assert_eq!(r["deliveries"], r["expected_deliveries"], "{r}");
+}
+
+#[test]
+fn build_forms_a_room_of_distinct_users_on_two_nodes() {
+    let redis = RedisServer::start();
+    let a = Gateway::start(&["--redis-url", &redis.url()]);
+    let b = Gateway::start(&["--redis-url", &redis.url()]);
+    let (pid_a, pid_b) = (a.pid().to_string(), b.pid().to_string());
+    let urls = format!("{},{}", url(&a), url(&b));
+    let v = bench(&[
+        "build",
+        "--url",
+        &urls,
+        "--pid",
+        &pid_a,
+        "--pid",
+        &pid_b,
+        "-n",
+        "150",
+        "--connect-concurrency",
+        "30",
+        "--settle",
+        "300ms",
+        "--redis-url",
+        &redis.url(),
+    ]);
+    let r = &v["results"];
+    assert_eq!(
+        (&r["joined"], &r["failed"]),
+        (&150.into(), &0.into()),
+        "{r}"
+    );
+    assert_eq!(r["max_members_count"], 150, "{r}");
+    assert!(r["cpu"]["gateway_cpu_us_per_join"].is_number(), "{r}");
+    let per_join = r["redis"]["commands_per_join"].as_f64().unwrap_or(0.0);
+    assert!(per_join > 5.0 && per_join < 60.0, "{r}");
+    assert_eq!(r["probe"]["lost"], 0, "{r}");
+    assert!(r["probe"]["sent"].as_u64().unwrap_or(0) > 0, "{r}");
 }
