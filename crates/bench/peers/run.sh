@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Starts and stops the Socket.IO comparison peer (see README.md).
+# Starts and stops the comparison peers (see README.md): Socket.IO and uWebSockets.js.
 #
 #   run.sh install                          npm ci into ./node_modules (done by every command when missing)
-#   run.sh single PORT                      one node, in-memory adapter; prints its PID
-#   run.sh cluster REDIS_PORT P1 P2 P3      three nodes on redis://127.0.0.1:REDIS_PORT; prints 3 PIDs
+#   run.sh single PORT                      one Socket.IO node, in-memory adapter; prints its PID
+#   run.sh cluster REDIS_PORT P1 P2 P3      three Socket.IO nodes on redis://127.0.0.1:REDIS_PORT; prints 3 PIDs
+#   run.sh uws PORT                         one uWebSockets.js node; prints its PID
+#   run.sh uws-cluster REDIS_PORT P1 P2 P3  three uWebSockets.js nodes with a Redis relay; prints 3 PIDs
 #   run.sh redis PORT                       a throwaway redis-server (no persistence); prints its PID
 #   run.sh stop PID...                      SIGTERM, then SIGKILL after 5 s; waits until they are gone
 #
@@ -19,7 +21,7 @@ READY_TIMEOUT_S="${WSGATE_PEER_READY_TIMEOUT_S:-20}"
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -57,16 +59,19 @@ wait_ready() {
 }
 
 # start_node PORT [REDIS_URL]: starts one server.js in the background, prints its PID.
+# PEER=uws starts uws-server.js instead.
 start_node() {
-  local port="$1" redis="${2:-}" log="$LOG_DIR/wsgate-peer-socketio-$1.log"
+  local port="$1" redis="${2:-}" peer="${PEER:-socketio}"
+  local log="$LOG_DIR/wsgate-peer-$peer-$1.log" script="$HERE/server.js"
+  [[ "$peer" == uws ]] && script="$HERE/uws-server.js"
   local args=(--port "$port")
   [[ -n "$redis" ]] && args+=(--redis "$redis")
   # exec-less background start: $! is the node process itself. stdin/stdout/stderr are
   # detached from the caller so `pids=$(run.sh ...)` returns at once.
-  node "$HERE/server.js" "${args[@]}" </dev/null >"$log" 2>&1 &
+  node "$script" "${args[@]}" </dev/null >"$log" 2>&1 &
   local pid=$!
   wait_ready "$pid" "$log" "^listening on "
-  echo "run.sh: socket.io node pid $pid on 127.0.0.1:$port${redis:+ (redis $redis)}, log $log" >&2
+  echo "run.sh: $peer node pid $pid on 127.0.0.1:$port${redis:+ (redis $redis)}, log $log" >&2
   echo "$pid"
 }
 
@@ -76,12 +81,14 @@ case "$cmd" in
   install)
     ensure_installed
     ;;
-  single)
+  single|uws)
     if [[ $# -ne 1 ]] || ! is_port "$1"; then usage; fi
     ensure_installed
+    [[ "$cmd" == uws ]] && export PEER=uws
     start_node "$1"
     ;;
-  cluster)
+  cluster|uws-cluster)
+    [[ "$cmd" == uws-cluster ]] && export PEER=uws
     [[ $# -eq 4 ]] || usage
     for p in "$@"; do is_port "$p" || usage; done
     ensure_installed
