@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startGateway, startRedis, postJson, requireDep, ROOT } from '../js/helpers.mjs';
+import { startGateway, startRedis, postJson, requireDep, ROOT, WebSocket } from '../js/helpers.mjs';
+import { Client } from '../../crates/gateway/static/client.js';
 
 const { chromium } = requireDep('playwright-core');
 const SHOTS = path.join(ROOT, 'target', 'screenshots');
@@ -135,3 +136,63 @@ async function scenario(pages) {
   await shot(feed, '5-feed');
   assert.deepEqual(errors, []);
 }
+
+/** `n` Node clients (user ids `${prefix}000`…) in `room`. */
+async function crowd(url, room, n, prefix) {
+  const cs = Array.from({ length: n }, (_, i) => new Client(url, { WebSocket, userId: `${prefix}${String(i).padStart(3, '0')}`, username: `${prefix.toUpperCase()} ${i}`, pingIntervalMs: 0 }));
+  cleanups.push(() => { for (const c of cs) c.close(); });
+  for (let i = 0; i < n; i += 25) await Promise.all(cs.slice(i, i + 25).map((c) => c.join(room)));
+  return cs;
+}
+
+test('members panel: the count, the list paged in by scrolling, count mode', { timeout: 120000 }, async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const gw = await startGateway({ args: ['--joined-members', '20'] });
+  cleanups.push(() => gw.stop());
+  await crowd(gw.ws, 'big', 120, 'u');
+  const ctx = await launch();
+  const errors = [];
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${gw.http}/?name=Zed&rooms=big`);
+  await page.waitForSelector('#status[data-state=open]', { timeout: WAIT });
+  await page.waitForFunction(() => document.querySelector('#members-count').textContent === '· 121', null, { timeout: WAIT });
+  const listed = () => page.$$eval('#members li[data-user]', (els) => els.map((e) => e.dataset.user));
+  // joined listed 20 (and this page's own join may have come as presence): no paging yet
+  await page.waitForTimeout(500);
+  const first = await listed();
+  assert.ok(first.length >= 20 && first.length <= 21, `first ${first.length}`);
+  assert.equal(await page.$eval('#members', (e) => e.dataset.complete), 'false');
+  await shot(page, '6-members-first');
+  // scrolling to the bottom pages in more, cursor by cursor, until the list is whole
+  for (let i = 0; i < 20 && (await page.$eval('#members', (e) => e.dataset.complete)) !== 'true'; i++) {
+    const before = (await listed()).length;
+    await page.$eval('#members', (e) => { e.scrollTop = e.scrollHeight; e.dispatchEvent(new Event('scroll')); });
+    await page.waitForFunction((n) => document.querySelectorAll('#members li[data-user]').length > n
+      || document.querySelector('#members').dataset.complete === 'true', before, { timeout: WAIT });
+  }
+  const all = await listed();
+  assert.equal(all.length, 121);
+  assert.equal(new Set(all).size, 121);
+  assert.ok(all.includes('zed') && all.includes('u119'));
+  assert.equal(await page.$eval('#members', (e) => e.dataset.complete), 'true');
+  assert.equal(await page.$$eval('#members li.more', (els) => els.length), 0);
+  await shot(page, '7-members-all');
+
+  // a count-mode room: the count and a note, no list
+  const gc = await startGateway({ args: ['--presence', 'count'] });
+  cleanups.push(() => gc.stop());
+  await crowd(gc.ws, 'live', 2, 'v');
+  const live = await ctx.newPage();
+  live.on('pageerror', (e) => errors.push(String(e)));
+  await live.goto(`${gc.http}/?name=Zed&rooms=live`);
+  await live.waitForSelector('#status[data-state=open]', { timeout: WAIT });
+  await live.waitForFunction(() => document.querySelector('#members-count').textContent === '· 3', null, { timeout: WAIT });
+  assert.equal(await live.$eval('#members-note', (e) => e.hidden), false);
+  assert.match(await live.$eval('#members-note', (e) => e.textContent), /only the number.*\(3\)/);
+  assert.equal(await live.$$eval('#members li', (els) => els.length), 0);
+  await crowd(gc.ws, 'live', 1, 'w');
+  await live.waitForFunction(() => document.querySelector('#members-count').textContent === '· 4', null, { timeout: 5000 });
+  await shot(live, '8-members-count-mode');
+  assert.deepEqual(errors, []);
+});

@@ -243,3 +243,165 @@ test('state restore: a client that lost its memory rejoins the rooms of welcome.
   assert.equal(join.epoch, welcome.restore.rooms[0].epoch);
   assert.deepEqual(again.seen.message, []);
 });
+
+/** Opens `n` clients (user ids `${prefix}000`…) and joins each to `room`; resolves the clients. */
+async function joinMany(url, room, n, prefix) {
+  const out = Array.from({ length: n }, (_, i) => {
+    const id = `${prefix}${String(i).padStart(3, '0')}`;
+    return client(url, { userId: id, username: `User ${id}`, pingIntervalMs: 0 });
+  });
+  // in batches, so that the test does not depend on how many handshakes a node takes at once
+  for (let i = 0; i < out.length; i += 25) await Promise.all(out.slice(i, i + 25).map((c) => c.join(room)));
+  return out;
+}
+
+test('big room: joined lists --joined-members users and says members_more; loadAllMembers lists each of 150 once', { timeout: 90000 }, async () => {
+  const gw = await startGateway({ args: ['--joined-members', '20'] });
+  cleanups.push(() => gw.stop());
+  const crowd = await joinMany(gw.ws, 'big', 149, 'u');
+  const last = client(gw.ws, { userId: 'u149', username: 'User u149', pingIntervalMs: 0 });
+  const rosterEvents = [];
+  last.on('roster', (r) => rosterEvents.push(r));
+  const joined = await last.join('big');
+  assert.equal(joined.presence, 'full');
+  assert.equal(joined.members_count, 150);
+  assert.equal(joined.members_more, true);
+  assert.equal(joined.members.length, 20);
+  let state = last.memberState('big');
+  assert.deepEqual([state.membersCount, state.presenceMode, state.membersComplete], [150, 'full', false]);
+  // the 20 of joined (and perhaps already the presence of this very join)
+  assert.ok(joined.members.every((m) => state.members.has(m.user_id)));
+  assert.ok(state.members.size <= 21);
+
+  // one page by hand
+  const page = await last.members('big', { limit: 7 });
+  assert.equal(page.type, 'members');
+  assert.equal(page.members.length, 7);
+  assert.equal(typeof page.next_cursor, 'string');
+  assert.equal(page.count, 150);
+
+  const pagesSeen = [];
+  last.on('members', (m) => pagesSeen.push(m));
+  const all = await last.loadAllMembers('big', { limit: 20 });
+  const expected = Array.from({ length: 150 }, (_, i) => `u${String(i).padStart(3, '0')}`);
+  assert.deepEqual(all.members.map((m) => m.user_id).sort(), expected);
+  assert.equal(new Set(all.members.map((m) => m.user_id)).size, 150);
+  assert.equal(all.complete, true);
+  assert.equal(all.next_cursor, null);
+  assert.equal(all.count, 150);
+  assert.equal(all.pages, 8);
+  assert.equal(pagesSeen.length, 8);
+  // the raw pages list each user exactly once too (nobody joined or left meanwhile)
+  const listed = pagesSeen.flatMap((p) => p.members.map((m) => m.user_id));
+  assert.equal(listed.length, 150);
+  assert.deepEqual([...listed].sort(), expected);
+  // the client's state is now the whole room, and stays current through presence
+  state = last.memberState('big');
+  assert.deepEqual([state.membersComplete, state.members.size, state.membersCount], [true, 150, 150]);
+  assert.ok(rosterEvents.some((r) => r.reason === 'members' && r.completed));
+  assert.equal(state.members.get('u042').username, 'User u042');
+  const gone = nextEvent(last, 'presence', (p) => p.user.user_id === 'u000' && p.event === 'leave');
+  await crowd[0].leave('big');
+  assert.equal((await gone).count, 149);
+  state = last.memberState('big');
+  assert.deepEqual([state.membersComplete, state.members.size, state.membersCount, state.members.has('u000')], [true, 149, 149, false]);
+
+  // bounded by max: stops early, resumable from its cursor
+  const some = await last.loadAllMembers('big', { limit: 20, max: 30 });
+  assert.deepEqual([some.members.length, some.complete, typeof some.next_cursor], [30, false, 'string']);
+  const rest = await last.loadAllMembers('big', { limit: 50, cursor: some.next_cursor });
+  assert.equal(rest.complete, true);
+  assert.equal(new Set([...some.members, ...rest.members].map((m) => m.user_id)).size, 149);
+  // a cursor the server did not make
+  await assert.rejects(last.members('big', { cursor: 'zz-not-a-cursor' }), (e) => e.code === 'invalid_field');
+  for (const c of [...crowd, last]) c.close();
+});
+
+test('count mode: presence_count within 3 s, the count in memberState; room_full rejects the join', { timeout: 60000 }, async () => {
+  const gw = await startGateway({ args: ['--presence', 'count', '--max-members', '2'] });
+  cleanups.push(() => gw.stop());
+  const alice = client(gw.ws, { userId: 'alice', username: 'Alice' });
+  const bob = client(gw.ws, { userId: 'bob', username: 'Bob' });
+  const carol = client(gw.ws, { userId: 'carol', username: 'Carol' });
+  const joined = await alice.join('cr');
+  assert.equal(joined.presence, 'count');
+  assert.deepEqual(joined.members, []);
+  assert.equal(joined.members_count, 1);
+  assert.equal(alice.memberState('cr').presenceMode, 'count');
+  const presences = [];
+  alice.on('presence', (p) => presences.push(p));
+  const t0 = Date.now();
+  const counted = nextEvent(alice, 'presence_count', (p) => p.room === 'cr' && p.count === 2, 3000);
+  await bob.join('cr');
+  const pc = await counted;
+  assert.ok(Date.now() - t0 <= 3000);
+  assert.equal(pc.count, 2);
+  assert.equal(alice.memberState('cr').membersCount, 2);
+  assert.equal(alice.memberState('cr').presenceMode, 'count');
+  assert.deepEqual(presences, []);
+  // count rooms can still be paged; the list is never "complete" (no events keep it)
+  const all = await alice.loadAllMembers('cr');
+  assert.deepEqual(all.members.map((m) => m.user_id).sort(), ['alice', 'bob']);
+  assert.equal(alice.memberState('cr').membersComplete, false);
+  // a third user: room_full, the room is not kept for a rejoin
+  await assert.rejects(carol.join('cr'), (e) => e.code === 'room_full');
+  assert.equal(carol.tracker.has('cr'), false);
+  assert.equal(carol.memberState('cr'), undefined);
+  // a further session of a user already in it is not refused
+  const bob2 = client(gw.ws, { userId: 'bob', username: 'Bob' });
+  assert.equal((await bob2.join('cr')).members_count, 2);
+});
+
+test('a full room over presence_max_members switches to count and back; a rejoin resets the member state', { timeout: 60000 }, async () => {
+  const gw = await startGateway({ args: ['--presence-max-members', '3'] });
+  cleanups.push(() => gw.stop());
+  const sent = [];
+  const alice = client(gw.ws, { userId: 'alice', username: 'Alice', WebSocket: recordingWS(sent) });
+  await alice.join('m');
+  const others = [];
+  for (const id of ['bob', 'carol']) {
+    const c = client(gw.ws, { userId: id, username: id });
+    others.push(c);
+    const seen = nextEvent(alice, 'presence', (p) => p.user.user_id === id);
+    await c.join('m');
+    await seen;
+  }
+  let s = alice.memberState('m');
+  assert.deepEqual([s.presenceMode, s.membersCount, s.membersComplete, s.members.size], ['full', 3, true, 3]);
+  const modes = [];
+  alice.on('presence_mode', (m) => modes.push(m.mode));
+  // a fourth user takes it over the limit: only the count from now on
+  const toCount = nextEvent(alice, 'presence_count', (p) => p.count === 4, 5000);
+  const dave = client(gw.ws, { userId: 'dave', username: 'dave' });
+  const daveJoined = await dave.join('m');
+  assert.equal(daveJoined.presence, 'count');
+  await toCount;
+  s = alice.memberState('m');
+  assert.deepEqual([s.presenceMode, s.membersCount, s.membersComplete, s.members.size], ['count', 4, false, 0]);
+  assert.deepEqual(modes, ['count']);
+  // back to nine tenths of the limit: full again, announced by the leave that did it
+  const left = nextEvent(alice, 'presence_count', (p) => p.count === 3, 5000);
+  await dave.leave('m');
+  await left;
+  const backToFull = nextEvent(alice, 'presence', (p) => p.user.user_id === 'carol' && p.event === 'leave', 5000);
+  await others[1].leave('m');
+  assert.equal((await backToFull).count, 2);
+  assert.deepEqual(modes, ['count', 'full']);
+  s = alice.memberState('m');
+  assert.deepEqual([s.presenceMode, s.membersCount, s.membersComplete], ['full', 2, false]);
+  // re-paging completes it again
+  await alice.loadAllMembers('m');
+  s = alice.memberState('m');
+  assert.equal(s.membersComplete, true);
+  assert.equal(s.members.size, s.membersCount);
+
+  // a rejoin (after the socket drops) starts the room's state afresh from the new joined
+  const rejoined = nextEvent(alice, 'joined', (j) => j.room === 'm', 20000);
+  alice.ws.terminate();
+  const j = await rejoined;
+  s = alice.memberState('m');
+  assert.equal(s.membersCount, j.members_count);
+  assert.deepEqual([...s.members.keys()].sort(), j.members.map((m) => m.user_id).sort());
+  assert.equal(s.membersComplete, !j.members_more && j.presence === 'full');
+  assert.ok(sent.filter((f) => f.type === 'join' && f.room === 'm').at(-1).since);
+});

@@ -7,6 +7,7 @@
 #   run.sh uws PORT                         one uWebSockets.js node; prints its PID
 #   run.sh uws-cluster REDIS_PORT P1 P2 P3  three uWebSockets.js nodes with a Redis relay; prints 3 PIDs
 #   run.sh redis PORT                       a throwaway redis-server (no persistence); prints its PID
+#                                           (none when a Redis already answers on PORT: it is used as is)
 #   run.sh stop PID...                      SIGTERM, then SIGKILL after 5 s; waits until they are gone
 #
 # PIDs go to stdout, one per line (they are the node/redis processes themselves, ready for
@@ -21,7 +22,7 @@ READY_TIMEOUT_S="${WSGATE_PEER_READY_TIMEOUT_S:-20}"
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -110,6 +111,11 @@ case "$cmd" in
   redis)
     if [[ $# -ne 1 ]] || ! is_port "$1"; then usage; fi
     command -v redis-server >/dev/null || die "redis-server is not installed (apt-get install -y redis-server)"
+    # Already there: use it, but print no PID (`stop` must not end what this did not start).
+    if command -v redis-cli >/dev/null && redis-cli -p "$1" ping >/dev/null 2>&1; then
+      echo "run.sh: a Redis already answers on 127.0.0.1:$1; using it (not started here, no PID printed)" >&2
+      exit 0
+    fi
     log="$LOG_DIR/wsgate-peer-redis-$1.log"
     redis-server --bind 127.0.0.1 --port "$1" --save '' --appendonly no </dev/null >"$log" 2>&1 &
     pid=$!

@@ -101,6 +101,11 @@ async function countAdd(room, user) {
   return m.size;
 }
 
+async function countOf(room) {
+  if (pub) return pub.hLen(`uws:users:${room}`);
+  return counts.get(room)?.size ?? 0;
+}
+
 function countRemove(room, user) {
   if (pub) {
     pub.hIncrBy(`uws:users:${room}`, user, -1).then((n) => {
@@ -128,12 +133,18 @@ async function onMessage(ws, text) {
     case "join": {
       const room = String(f.room || "");
       if (!room) return send(ws, { type: "error", code: "invalid_field", message: "room", ref });
-      if (!d.rooms.has(room)) {
+      let n;
+      if (d.rooms.has(room)) {
+        n = await countOf(room); // a repeated join counts nobody twice
+      } else {
         d.rooms.add(room);
         ws.subscribe(room);
         await relayOn(room);
+        n = await countAdd(room, d.user);
+        // Closed while Redis answered: close() already ran for this room before the
+        // count was added; take it back out.
+        if (ws.closed) return countRemove(room, d.user);
       }
-      const n = await countAdd(room, d.user);
       send(ws, { type: "joined", ref, room, members: [], members_count: n, members_more: false, presence: "count", last_id: null, epoch: "uws", recovered: true });
       return;
     }

@@ -49,6 +49,44 @@ fn rss(pids: &[u32]) -> u64 {
     pids.iter().filter_map(|p| sys::rss_kib(*p)).sum()
 }
 
+/// Why one user's connect+join failed, for counting: `connect:<kind>` (TCP, HTTP
+/// status, upgrade), `timeout`, `error:<code>` (an error frame, e.g. refusing the join),
+/// `closed[:<close code>]`, or `protocol` (anything else unexpected).
+fn reason(e: &ConnError) -> String {
+    match e {
+        ConnError::Timeout => "timeout".into(),
+        ConnError::Tcp(_) | ConnError::Http(_) | ConnError::Handshake(_) => {
+            format!("connect:{}", e.kind())
+        }
+        ConnError::Protocol(m) => {
+            if let Some(code) = error_frame_code(m) {
+                format!("error:{code}")
+            } else if let Some(i) = m.find("closed the connection (code ") {
+                let code: String = m[i + 28..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                format!("closed:{code}")
+            } else if m.contains("connection closed") || m.contains("read failed") {
+                "closed".into()
+            } else {
+                "protocol".into()
+            }
+        }
+    }
+}
+
+/// The `code` of an error frame quoted in a failure message (the adapter quotes the
+/// frame it did not expect).
+fn error_frame_code(m: &str) -> Option<String> {
+    let i = m.find("\"code\":\"")? + 8;
+    let code: String = m[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!code.is_empty()).then_some(code)
+}
+
 /// Reads and drops whatever `ws` receives until `stop` (answering Socket.IO pings),
 /// then closes it.
 async fn hold(mut ws: Ws, target: Target, mut stop: watch::Receiver<bool>) {
@@ -143,6 +181,9 @@ async fn probe(
     };
     let every = Duration::from_secs_f64(1.0 / rate.max(0.1));
     let mut tick = tokio::time::interval(every);
+    // A stalled tick must not turn into a burst (the gateway's per-connection rate
+    // limit is 20 frames/s by default, the probe's default rate).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop = stop;
     let mut n = 0usize;
     loop {
@@ -190,18 +231,23 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
     let eps = conn::endpoints(&a.common.url)?;
     let srcs = conn::sources(a.common.sources.unwrap_or(0));
     let target = a.common.target;
-    let timeout = a.common.connect_timeout;
+    let timeout = Duration::from_millis(a.timeout_ms.max(1));
+    let concurrency = a.concurrency.unwrap_or(a.common.connect_concurrency).max(1);
+    let probe_room = match a.user_offset {
+        0 => "probe".to_owned(),
+        o => format!("probe-{o}"),
+    };
     let pids = a.common.pids.clone();
     let redis0 = match &a.redis_url {
         Some(url) => Some(redis_stats::snapshot(url).await?),
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let probe_task = (a.probe_rate > 0.0).then(|| {
+    let probe_task = (a.probe && a.probe_rate > 0.0).then(|| {
         tokio::spawn(probe(
             eps[0].clone(),
             target,
-            format!("probe-{}", a.user_offset),
+            probe_room.clone(),
             a.probe_rate,
             timeout,
             stop_rx.clone(),
@@ -209,7 +255,7 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
     });
     let rss0 = rss(&pids);
     let cpu0 = CpuSample::take(&pids);
-    let gate = Arc::new(Semaphore::new(a.common.connect_concurrency.max(1)));
+    let gate = Arc::new(Semaphore::new(concurrency));
     let totals = Arc::new(Mutex::new(Totals::default()));
     let latency = Arc::new(Mutex::new(stats::histogram()));
     let max_count = Arc::new(AtomicU64::new(0));
@@ -261,7 +307,7 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
                 }
                 Err(e) => {
                     let mut t = lock(&totals);
-                    *t.failures.entry(e.kind()).or_default() += 1;
+                    *t.failures.entry(reason(&e)).or_default() += 1;
                     t.first_failure.get_or_insert_with(|| format!("{url}: {e}"));
                 }
             }
@@ -296,6 +342,13 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
         )),
         _ => None,
     };
+    if !a.hold.is_zero() {
+        eprintln!(
+            "build: {} joined in {formed_s:.2} s; holding them for {:?}",
+            t.joined, a.hold
+        );
+        tokio::time::sleep(a.hold).await;
+    }
     let _ = stop_tx.send(true);
     let probe = match probe_task {
         Some(p) => Some(p.await?),
@@ -309,6 +362,7 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
     let lat = lock(&latency).clone();
     let probe_json = probe.map(|p| {
         json!({
+            "room": probe_room,
             "sent": p.sent,
             "received": p.received,
             "lost": p.sent.saturating_sub(p.received),
@@ -339,10 +393,13 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
         "pids": a.common.pids,
         "users": a.users,
         "user_offset": a.user_offset,
-        "concurrency": a.common.connect_concurrency,
+        "concurrency": concurrency,
+        "timeout_ms": a.timeout_ms,
         "room": a.room,
+        "probe": a.probe && a.probe_rate > 0.0,
         "probe_rate": a.probe_rate,
         "settle_s": a.settle.as_secs_f64(),
+        "hold_s": a.hold.as_secs_f64(),
     });
     let report = meta.report("build", params, results);
     // With no offset this run's users are the room: every one of them is counted.
@@ -362,4 +419,28 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
         });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_reasons() {
+        let refused = ConnError::Protocol(
+            r#"join big refused: {"type":"error","code":"room_full","message":"full","ref":1}"#
+                .into(),
+        );
+        assert_eq!(reason(&refused), "error:room_full");
+        assert_eq!(reason(&ConnError::Timeout), "timeout");
+        assert_eq!(reason(&ConnError::Http(503)), "connect:http:503");
+        let closed = ConnError::Protocol("server closed the connection (code 1013)".into());
+        assert_eq!(reason(&closed), "closed:1013");
+        let eof = ConnError::Protocol("connection closed".into());
+        assert_eq!(reason(&eof), "closed");
+        assert_eq!(
+            reason(&ConnError::Protocol("expected welcome".into())),
+            "protocol"
+        );
+    }
 }

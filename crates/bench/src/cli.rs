@@ -158,15 +158,21 @@ The node must run with a Redis broker (cluster mode) for messages to survive it.
     /// a small room's publish latency during the storm.
     #[command(long_about = "A room forms: N distinct users join it.\n\n\
 --users connections, each with its own user id (b<i + --user-offset>), connect round-robin over \
-the --url(s) with --connect-concurrency handshakes in flight, join --room and stay (reading what \
-they get, so they answer heartbeats). Meanwhile the probe (--probe-rate messages/s, 0: off) \
-publishes into a room of its own on the first URL and times each message to its subscriber.\n\n\
-Reports: formation time (first connect to last joined), joins/s, failures by kind, connect+join \
-latency, the largest members_count a joined carried (it must reach --users when --user-offset is \
-0), RSS growth per joined connection and CPU µs per join for each --pid (after --settle), Redis \
-commands per join from INFO commandstats (--redis-url), and the probe's latency and losses. \
-Several bench processes with different --user-offset values build one bigger room (each \
-process holds at most ~19,000 connections under a 20,000 open-file limit).\n\n\
+the --url(s) with --concurrency (default --connect-concurrency, 200) connects+joins in flight, \
+send {\"type\":\"join\",\"room\":R}, wait for `joined` (at most --timeout-ms each) and stay \
+(reading what they get, so they answer heartbeats) until the report is done. Meanwhile the probe \
+(--probe, on by default) keeps a publisher and a subscriber in a small room of its own on the \
+first URL, publishing --probe-rate messages/s, and times each message.\n\n\
+Reports: formation time (first connect to last joined), joins/s, failures by reason (connect:…, \
+timeout, error:<code> of an error frame, closed/protocol), connect+join latency p50/p99, the \
+largest members_count a joined carried (it must reach --users when --user-offset is 0), RSS \
+growth per joined connection and CPU µs per join summed over the --pid(s) (read after --settle), \
+Redis commands per join from INFO commandstats with the top 8 commands (--redis-url), and the \
+probe's latency p50/p99, losses and errors. Several bench processes with different \
+--user-offset values build one bigger room (each process holds at most ~19,000 connections \
+under a 20,000 open-file limit; --sources K spreads them over 127.0.0.1..127.0.0.K).\n\n\
+Works against wsgate, the Socket.IO peer (--target socketio) and the uWebSockets.js peer \
+(crates/bench/peers/uws-server.js, which speaks the wsgate protocol).\n\n\
 Example: wsgate-bench build --url ws://127.0.0.1:8080 --pid $(pidof wsgate) --users 10000")]
     Build(BuildArgs),
 
@@ -422,7 +428,22 @@ pub(crate) struct BuildArgs {
     #[arg(long, default_value = "big")]
     pub room: String,
 
-    /// The probe's publish rate in its own room, messages/s (0: no probe).
+    /// Connections connecting and joining at once (default: --connect-concurrency, 200).
+    #[arg(long, short = 'c', value_name = "C")]
+    pub concurrency: Option<usize>,
+
+    /// Give up on one user (TCP + upgrade + welcome + join) after this many ms (counted
+    /// as a `timeout` failure). In this scenario it takes the place of --connect-timeout.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub timeout_ms: u64,
+
+    /// Run the probe: a publisher and a subscriber in a small room of their own
+    /// (`probe`, or `probe-<offset>` with --user-offset), timing each message during the
+    /// storm (`--probe false`: off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub probe: bool,
+
+    /// The probe's publish rate, messages/s (0: no probe).
     #[arg(long, default_value_t = 20.0)]
     pub probe_rate: f64,
 
@@ -433,6 +454,11 @@ pub(crate) struct BuildArgs {
     /// Redis of a cluster: report its commands per join (INFO commandstats).
     #[arg(long)]
     pub redis_url: Option<String>,
+
+    /// Keep the members connected this long after the measurement (another bench
+    /// process can then measure joins into the formed room).
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    pub hold: Duration,
 }
 
 /// `storm`.

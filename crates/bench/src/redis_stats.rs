@@ -65,7 +65,7 @@ pub(crate) async fn snapshot(url: &str) -> anyhow::Result<Calls> {
 }
 
 /// The calls between `before` and `after`, in total and per `per` (e.g. joins), with
-/// the commands that cost most.
+/// the 8 commands that cost most.
 pub(crate) fn report(before: &Calls, after: &Calls, per: u64) -> Value {
     let mut diff: Vec<(String, u64)> = after
         .iter()
@@ -78,7 +78,7 @@ pub(crate) fn report(before: &Calls, after: &Calls, per: u64) -> Value {
     json!({
         "commands": total,
         "commands_per_join": per_f(total),
-        "top": diff.iter().take(10).map(|(k, v)| json!({"command": k, "calls": v, "per_join": per_f(*v)})).collect::<Vec<_>>(),
+        "top": diff.iter().take(8).map(|(k, v)| json!({"command": k, "calls": v, "per_join": per_f(*v)})).collect::<Vec<_>>(),
     })
 }
 

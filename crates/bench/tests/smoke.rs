@@ -332,6 +332,136 @@ fn storm_resumes_the_killed_nodes_clients() {
 }
 
 #[test]
+fn build_forms_a_room_on_one_embedded_node() {
+    let g = Gateway::start(&[]);
+    let pid = g.pid().to_string();
+    let started = std::time::Instant::now();
+    let v = bench(&[
+        "build",
+        "--url",
+        &url(&g),
+        "--pid",
+        &pid,
+        "-n",
+        "200",
+        "--concurrency",
+        "50",
+        "--settle",
+        "200ms",
+    ]);
+    let took = started.elapsed();
+    let r = &v["results"];
+    assert_eq!(
+        (&r["joined"], &r["failed"]),
+        (&200.into(), &0.into()),
+        "{r}"
+    );
+    assert_eq!(r["max_members_count"], 200, "{r}");
+    assert_eq!(v["params"]["concurrency"], 50, "{v}");
+    for k in ["formation_s", "joins_per_s", "rss_kib_per_joined"] {
+        assert!(r[k].is_number(), "{k}: {r}");
+    }
+    for p in ["p50", "p99"] {
+        assert!(r["connect_join_ms"][p].is_number(), "{r}");
+    }
+    assert!(r["cpu"]["gateway_cpu_us_per_join"].is_number(), "{r}");
+    assert_eq!(r["probe"]["room"], "probe", "{r}");
+    assert_eq!(r["probe"]["lost"], 0, "{r}");
+    assert!(r["probe"]["latency_ms"]["p99"].is_number(), "{r}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn build_counts_refused_joins_by_error_code() {
+    // Room of at most 5 distinct users: the other 5 joins get an error frame.
+    let g = Gateway::start(&["--max-members", "5"]);
+    let out = run(&[
+        "build",
+        "--url",
+        &url(&g),
+        "-n",
+        "10",
+        "--concurrency",
+        "1",
+        "--settle",
+        "0s",
+        "--probe",
+        "false",
+    ]);
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let r = &v["results"];
+    assert_eq!(r["joined"], 5, "{r}");
+    assert_eq!(r["failures"]["error:room_full"], 5, "{r}");
+    assert!(r["probe"].is_null(), "{r}");
+}
+
+/// The uWebSockets.js peer (crates/bench/peers/uws-server.js), when node and the peers'
+/// node_modules are here (`crates/bench/peers/run.sh install`); skipped otherwise.
+#[test]
+fn build_drives_the_uws_peer() {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_ok
+        || !peers
+            .join("node_modules/@trufflesuite/uws-js-unofficial")
+            .exists()
+    {
+        eprintln!("skipped: node or crates/bench/peers/node_modules missing (run.sh install)");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut child = Command::new("node")
+        .arg(peers.join("uws-server.js"))
+        .args(["--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start node");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().expect("stdout");
+    let node = Stop(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("read");
+    assert!(line.starts_with("listening on "), "uws-server.js: {line:?}");
+    let pid = node.0.id().to_string();
+    let v = bench(&[
+        "build",
+        "--url",
+        &format!("ws://127.0.0.1:{port}"),
+        "--pid",
+        &pid,
+        "-n",
+        "100",
+        "--concurrency",
+        "20",
+        "--settle",
+        "100ms",
+    ]);
+    let r = &v["results"];
+    assert_eq!(
+        (&r["joined"], &r["failed"]),
+        (&100.into(), &0.into()),
+        "{r}"
+    );
+    assert_eq!(r["max_members_count"], 100, "{r}");
+    assert_eq!(r["probe"]["lost"], 0, "{r}");
+    assert!(r["probe"]["received"].as_u64().unwrap_or(0) > 0, "{r}");
+}
+
+#[test]
 fn build_forms_a_room_of_distinct_users_on_two_nodes() {
     let redis = RedisServer::start();
     let a = Gateway::start(&["--redis-url", &redis.url()]);

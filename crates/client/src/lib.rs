@@ -9,10 +9,15 @@
 //! - [`reconnect`]: [`reconnect::Reconnecting`], a client that stays connected
 //!   (backoff with full jitter, offline queue, resume with `since` and `epoch`,
 //!   application pings), and the pure pieces it is made of.
+//! - [`members`]: big rooms: `joined`'s count and presence mode ([`Joined`]), the
+//!   `members` request and its pages ([`MembersPage`], [`members::MemberPager`]), and
+//!   [`members::MemberTracker`], what a client knows of each room's members.
 //! - `wsgate-cli` (src/bin): the command line for people.
 
+pub mod members;
 pub mod reconnect;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -23,7 +28,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub use wsgate_protocol::server::ServerFrame;
+pub use members::{AllMembers, Joined, MembersPage};
+pub use wsgate_protocol::server::{Member, PresenceMode, ServerFrame};
 
 /// A client error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,25 @@ pub enum Error {
     /// The connection is closed, with the server's close code if it sent one.
     #[error("closed ({0:?})")]
     Closed(Option<u16>),
+    /// The server answered the request with an `error` frame (`room_full`,
+    /// `forbidden`, `rate_limited`, …).
+    #[error("{code}: {message}")]
+    Server {
+        /// The error code (docs/protocol.md, "Error codes").
+        code: String,
+        /// The server's reason.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The server's error code, when the server refused the request.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Server { code, .. } => Some(code),
+            _ => None,
+        }
+    }
 }
 
 /// Result of client operations.
@@ -51,7 +76,14 @@ pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// The close code the server sent, once it did.
     close_code: Option<u16>,
+    /// Frames that arrived while a request waited for its answer, for `recv`.
+    stash: VecDeque<Value>,
+    /// The next `ref` of a request.
+    next_ref: u64,
 }
+
+/// Most `rate_limited` answers a paging request retries, a second apart.
+const RATE_LIMIT_RETRIES: u32 = 5;
 
 impl Client {
     /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws?user_id=alice`).
@@ -66,6 +98,8 @@ impl Client {
         Ok(Client {
             ws,
             close_code: None,
+            stash: VecDeque::new(),
+            next_ref: 1,
         })
     }
 
@@ -95,6 +129,14 @@ impl Client {
     /// [`Error::Timeout`], [`Error::Closed`] with the server's close code, or
     /// [`Error::BadFrame`].
     pub async fn recv(&mut self, timeout: Duration) -> Result<Value> {
+        if let Some(v) = self.stash.pop_front() {
+            return Ok(v);
+        }
+        self.recv_socket(timeout).await
+    }
+
+    /// The next JSON frame from the socket itself (not the stash).
+    async fn recv_socket(&mut self, timeout: Duration) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())
@@ -161,6 +203,122 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Sends `frame` with a fresh `ref` and waits for the frame of type `answer` that
+    /// echoes it. Frames that arrive meanwhile are kept for [`Client::recv`].
+    ///
+    /// # Errors
+    /// [`Error::Server`] when the server answers with an `error`; as [`Client::recv`].
+    pub async fn request(
+        &mut self,
+        mut frame: Value,
+        answer: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let reference = format!("c{}", self.next_ref);
+        self.next_ref += 1;
+        frame["ref"] = Value::String(reference.clone());
+        self.send(&frame).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self.recv_socket(left).await?;
+            if v["ref"].as_str() == Some(reference.as_str()) {
+                if v["type"] == "error" {
+                    return Err(Error::Server {
+                        code: v["code"].as_str().unwrap_or_default().to_owned(),
+                        message: v["message"].as_str().unwrap_or_default().to_owned(),
+                    });
+                }
+                if v["type"] == answer {
+                    return Ok(v);
+                }
+            }
+            self.stash.push_back(v);
+        }
+    }
+
+    /// Joins `room` and returns the `joined` answer: its members (at most
+    /// `--joined-members` of a `full` room), `members_count`, `members_more` and
+    /// `presence` mode. Frames that arrive meanwhile are kept for [`Client::recv`].
+    ///
+    /// # Errors
+    /// [`Error::Server`] (`room_full`, `forbidden`, `too_many_rooms`, …); as
+    /// [`Client::recv`].
+    pub async fn join(&mut self, room: &str, timeout: Duration) -> Result<Joined> {
+        let v = self
+            .request(
+                serde_json::json!({"type": "join", "room": room}),
+                "joined",
+                timeout,
+            )
+            .await?;
+        serde_json::from_value(v)
+            .ok()
+            .and_then(Joined::from_frame)
+            .ok_or_else(|| Error::BadFrame("a joined without its fields".into()))
+    }
+
+    /// One page of `room`'s members after `cursor` (`None`: the first page), at most
+    /// `limit` (1–1000; `None`: 100). Membership is not needed; an `off` room answers
+    /// `forbidden`.
+    ///
+    /// # Errors
+    /// [`Error::Server`]; as [`Client::recv`].
+    pub async fn members(
+        &mut self,
+        room: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+        timeout: Duration,
+    ) -> Result<MembersPage> {
+        let v = self
+            .request(
+                members::members_frame(room, cursor, limit),
+                "members",
+                timeout,
+            )
+            .await?;
+        serde_json::from_value(v)
+            .ok()
+            .and_then(MembersPage::from_frame)
+            .ok_or_else(|| Error::BadFrame("a members answer without its fields".into()))
+    }
+
+    /// Every member of `room`, paging `limit` at a time from the first page to the
+    /// last, at most `max` users (each listed once). A `rate_limited` answer is asked
+    /// again a second later (up to 5 times). `timeout` is per page.
+    ///
+    /// # Errors
+    /// As [`Client::members`]; [`Error::BadFrame`] when the server pages in circles.
+    pub async fn all_members(
+        &mut self,
+        room: &str,
+        limit: u32,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<AllMembers> {
+        let mut pager = members::MemberPager::new(limit, max, None);
+        while let Some((cursor, limit)) = pager.next_request() {
+            let mut tries = 0;
+            let page = loop {
+                match self
+                    .members(room, cursor.as_deref(), Some(limit), timeout)
+                    .await
+                {
+                    Err(e) if e.code() == Some("rate_limited") && tries < RATE_LIMIT_RETRIES => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    other => break other?,
+                }
+            };
+            pager
+                .on_page(page)
+                .map_err(|e| Error::BadFrame(e.to_string()))?;
+        }
+        Ok(pager.finish())
     }
 
     /// Closes the connection normally.

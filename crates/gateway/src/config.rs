@@ -9,6 +9,10 @@ use wsgate_protocol::server::PresenceMode;
 
 use crate::namespaces::{NamespaceOptions, Namespaces};
 
+/// Longest `--presence-grace-ms`: one hour (a closed session's presence is kept no
+/// longer; deadlines stay far from any clock overflow).
+pub const MAX_PRESENCE_GRACE_MS: u64 = 3_600_000;
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -38,7 +42,8 @@ pub struct Config {
     #[arg(long, env = "WSGATE_REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// A room's history expires after this many seconds without a message (cluster mode).
+    /// A room's history expires after this many seconds without a message (1 s to 100
+    /// years; the default namespace's, see `--config`).
     #[arg(long, env = "WSGATE_HISTORY_TTL_S", default_value_t = 604_800)]
     pub history_ttl_s: u64,
 
@@ -354,6 +359,17 @@ impl Config {
         if self.history_len > crate::namespaces::MAX_HISTORY_LEN {
             return Err("--history-len must be at most 1000000".into());
         }
+        if self.history_ttl_s == 0 || self.history_ttl_s > crate::namespaces::MAX_HISTORY_TTL_S {
+            return Err(format!(
+                "--history-ttl-s must be between 1 and {} (100 years)",
+                crate::namespaces::MAX_HISTORY_TTL_S
+            ));
+        }
+        if self.presence_grace_ms > MAX_PRESENCE_GRACE_MS {
+            return Err(format!(
+                "--presence-grace-ms must be at most {MAX_PRESENCE_GRACE_MS} (one hour; 0 disables it)"
+            ));
+        }
         Ok(())
     }
 
@@ -364,11 +380,7 @@ impl Config {
     /// A message naming the bad flag, file or key.
     pub fn load(mut self) -> Result<Self, String> {
         self.validate()?;
-        self.namespaces = Arc::new(Namespaces::load(
-            self.default_namespace(),
-            &self.private_room_prefix,
-            self.config.as_deref(),
-        )?);
+        self.namespaces = Arc::new(Namespaces::from_config(&self)?);
         Ok(self)
     }
 

@@ -22,8 +22,12 @@ use serde::Deserialize;
 use wsgate_broker::{RoomPolicy, RoomRules};
 use wsgate_protocol::server::PresenceMode;
 
-/// Largest `history_len` a namespace may set.
+/// Largest `history_len` a namespace (or `--history-len`) may set.
 pub const MAX_HISTORY_LEN: usize = 1_000_000;
+
+/// Longest `history_ttl` a namespace (or `--history-ttl-s`) may set, in seconds: 100
+/// years, far below what Redis `EXPIRE` or a clock can overflow on.
+pub const MAX_HISTORY_TTL_S: u64 = 100 * 365 * 24 * 3600;
 
 /// The options of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +65,7 @@ pub struct Namespaces {
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
-    namespaces: HashMap<String, toml::Table>,
+    namespaces: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// The options a namespace may set.
@@ -91,11 +95,13 @@ fn positive(v: &toml::Value, at: &str) -> Result<u64, String> {
     }
 }
 
-/// A namespace's options over `base`.
+/// A namespace's options over `base`; `private_prefix` is `--private-room-prefix`
+/// (when it is `NAME:`, the namespace cannot be made public).
 fn options(
     name: &str,
     table: &toml::Table,
     base: &NamespaceOptions,
+    private_prefix: Option<&str>,
 ) -> Result<NamespaceOptions, String> {
     let mut o = base.clone();
     if name == "private" {
@@ -120,7 +126,7 @@ fn options(
                 o.history_len = n as usize;
             }
             "history_ttl" => {
-                o.history_ttl_s = match v {
+                let secs = match v {
                     toml::Value::Integer(n) if *n >= 1 => *n as u64,
                     toml::Value::String(s) => humantime::parse_duration(s)
                         .ok()
@@ -134,7 +140,13 @@ fn options(
                             "{at} must be a duration (e.g. \"1h\") or a positive number of seconds"
                         ))
                     }
+                };
+                if secs > MAX_HISTORY_TTL_S {
+                    return Err(format!(
+                        "{at} must be at most {MAX_HISTORY_TTL_S} seconds (100 years)"
+                    ));
                 }
+                o.history_ttl_s = secs;
             }
             "client_publish" => {
                 o.client_publish = v
@@ -144,7 +156,13 @@ fn options(
             "private" => {
                 o.private = v
                     .as_bool()
-                    .ok_or_else(|| format!("{at} must be true or false"))?
+                    .ok_or_else(|| format!("{at} must be true or false"))?;
+                let prefix = private_prefix.filter(|p| p.strip_suffix(':') == Some(name));
+                if let (false, Some(p)) = (o.private, prefix) {
+                    return Err(format!(
+                        "{at} = false has no effect: --private-room-prefix {p:?} keeps these rooms private"
+                    ));
+                }
             }
             "max_members" => o.max_members = Some(positive(v, &at)?),
             _ => return Err(format!("unknown option {at} (known: {})", KEYS.join(", "))),
@@ -172,6 +190,19 @@ impl Namespaces {
             named,
             private_prefix: private_prefix.to_owned(),
         }
+    }
+
+    /// Every namespace of `config`: the default one from its flags, the implicit
+    /// `private`, and those of its config file (`--config`) when it names one.
+    ///
+    /// # Errors
+    /// A message naming the file, or the key, that is wrong.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
+        Self::load(
+            config.default_namespace(),
+            &config.private_room_prefix,
+            config.config.as_deref(),
+        )
     }
 
     /// The default namespace's options, the implicit `private`, and the namespaces of
@@ -203,7 +234,13 @@ impl Namespaces {
                     "namespaces.{name}: a namespace name is 1-64 characters of [A-Za-z0-9_.-]"
                 ));
             }
-            let o = options(name, table, &self.default)?;
+            let toml::Value::Table(table) = table else {
+                return Err(format!(
+                    "namespaces.{name} must be a table of options ([namespaces.{name}])"
+                ));
+            };
+            let prefix = (!self.private_prefix.is_empty()).then_some(self.private_prefix.as_str());
+            let o = options(name, table, &self.default, prefix)?;
             self.named.insert(name.clone(), o);
         }
         Ok(())
@@ -222,10 +259,24 @@ impl Namespaces {
             .unwrap_or(&self.default)
     }
 
-    /// Whether joining `room` needs a grant.
+    /// Whether joining `room` needs a grant: its namespace is private, or its name
+    /// starts with `--private-room-prefix` (kept for configurations that set another
+    /// prefix).
     pub fn is_private(&self, room: &str) -> bool {
         self.for_room(room).private
             || (!self.private_prefix.is_empty() && room.starts_with(&self.private_prefix))
+    }
+
+    /// What the broker applies to `room`: its namespace's history and presence rules.
+    pub fn rules(&self, room: &str) -> RoomRules {
+        let o = self.for_room(room);
+        RoomRules {
+            history_len: o.history_len.max(1),
+            history_ttl: Duration::from_secs(o.history_ttl_s.max(1)),
+            presence: o.presence,
+            presence_max_members: o.presence_max_members.max(1),
+            max_members: o.max_members,
+        }
     }
 }
 
@@ -249,14 +300,7 @@ impl Default for Namespaces {
 
 impl RoomPolicy for Namespaces {
     fn rules(&self, room: &str) -> RoomRules {
-        let o = self.for_room(room);
-        RoomRules {
-            history_len: o.history_len.max(1),
-            history_ttl: Duration::from_secs(o.history_ttl_s.max(1)),
-            presence: o.presence,
-            presence_max_members: o.presence_max_members.max(1),
-            max_members: o.max_members,
-        }
+        Namespaces::rules(self, room)
     }
 }
 
@@ -408,6 +452,41 @@ mod tests {
                 "[namespaces.a]\nmax_members = -5\n",
                 "namespaces.a.max_members",
             ),
+            (
+                "[namespaces.a]\nhistory_ttl = \"500ms\"\n",
+                "namespaces.a.history_ttl",
+            ),
+            (
+                "[namespaces.a]\nhistory_ttl = 1.5\n",
+                "namespaces.a.history_ttl",
+            ),
+            (
+                "[namespaces.a]\nhistory_ttl = 99999999999\n",
+                "namespaces.a.history_ttl",
+            ),
+            (
+                "[namespaces.a]\nhistory_ttl = \"200years\"\n",
+                "namespaces.a.history_ttl",
+            ),
+            (
+                "[namespaces.a]\npresence_max_members = \"5\"\n",
+                "namespaces.a.presence_max_members",
+            ),
+            (
+                "[namespaces.a]\nmax_members = 0\n",
+                "namespaces.a.max_members",
+            ),
+            (
+                "[namespaces.private]\nprivate = false\n",
+                "namespaces.private.private",
+            ),
+            ("[namespaces.a.b]\nx = 1\n", "namespaces.a.b"),
+            ("namespaces = 3\n", "line 1"),
+            ("namespaces.a = 3\n", "namespaces.a must be a table"),
+            (
+                "[namespaces.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\n",
+                "namespaces.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
             ("[namespaces.\"a b\"]\n", "namespaces.a b"),
             ("[namespaces.\"\"]\n", "namespaces."),
             ("other = 1\n", "other"),
@@ -417,6 +496,94 @@ mod tests {
             let err = with_file(&[], text).expect_err(text);
             assert!(err.contains(key), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn names_are_1_to_64_of_the_allowed_characters() {
+        assert!(valid_name("a") && valid_name("live.v2-x_Y") && valid_name(&"a".repeat(64)));
+        assert!(!valid_name("") && !valid_name(&"a".repeat(65)));
+        assert!(!valid_name("a:b") && !valid_name("a b") && !valid_name("é"));
+    }
+
+    #[test]
+    fn with_another_prefix_the_private_namespace_may_be_public() {
+        let ns = with_file(
+            &["--private-room-prefix", "secret-"],
+            "[namespaces.private]\nprivate = false\n",
+        )
+        .unwrap();
+        assert!(!ns.is_private("private:x") && ns.is_private("secret-x"));
+        // Without a `private` key, listing it keeps it private.
+        let ns = with_file(
+            &["--private-room-prefix", "secret-"],
+            "[namespaces.private]\n",
+        )
+        .unwrap();
+        assert!(ns.is_private("private:x"));
+        // Without the implicit namespace, `private:` rooms follow the default.
+        let ns = from_flags(&config(&["--private-room-prefix", "secret-"]));
+        assert!(!ns.is_private("private:x"));
+    }
+
+    #[test]
+    fn from_config_reads_the_file_and_the_flags() {
+        let path = std::env::temp_dir().join(format!(
+            "wsgate-namespaces-{}.toml",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(
+            &path,
+            "[namespaces.live]\npresence = \"count\"\nclient_publish = false\n",
+        )
+        .unwrap();
+        let c = config(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--presence",
+            "off",
+            "--max-members",
+            "7",
+            "--client-publish",
+            "false",
+            "--history-ttl-s",
+            "60",
+        ]);
+        let ns = Namespaces::from_config(&c).unwrap();
+        let loaded = c.load().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(*loaded.namespaces, ns);
+        let live = ns.for_room("live:a");
+        assert_eq!(live.presence, PresenceMode::Count);
+        assert!(!live.client_publish);
+        assert_eq!((live.max_members, live.history_ttl_s), (Some(7), 60));
+        let lobby = ns.for_room("lobby");
+        assert_eq!(lobby.presence, PresenceMode::Off);
+        assert!(!lobby.client_publish && !lobby.private);
+        assert_eq!(lobby.max_members, Some(7));
+        let rules = RoomPolicy::rules(&ns, "lobby");
+        assert_eq!(rules.presence, PresenceMode::Off);
+        assert_eq!(rules.history_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["--presence-max-members", "0"], "--presence-max-members"),
+            (&["--max-members", "0"], "--max-members"),
+            (&["--history-len", "1000001"], "--history-len"),
+            (&["--history-ttl-s", "0"], "--history-ttl-s"),
+            (&["--history-ttl-s", "99999999999"], "--history-ttl-s"),
+            (&["--presence-grace-ms", "3600001"], "--presence-grace-ms"),
+        ];
+        for (args, flag) in cases {
+            let err = config(args).load().expect_err(flag);
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        let c = config(&["--presence-grace-ms", "0", "--presence", "count"])
+            .load()
+            .unwrap();
+        assert_eq!(c.presence_grace_ms, 0);
+        assert_eq!(c.namespaces.for_room("x").presence, PresenceMode::Count);
     }
 
     #[test]

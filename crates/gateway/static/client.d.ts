@@ -40,12 +40,73 @@ export class ResumeTracker {
   disconnected(): void;
 }
 
+/** What the client knows of a joined room's members (`client.memberState(room)`). */
+export interface MemberState {
+  room: string;
+  /** Distinct users (from joined, presence, presence_count and members answers). */
+  membersCount: number;
+  presenceMode: PresenceMode;
+  /** user_id → user: the users known to be present. */
+  members: Map<string, User>;
+  /** `members` is exactly the room's users, kept current by `presence` events. */
+  membersComplete: boolean;
+}
+/** The member bookkeeping of client.js (pure; exported for tests and other clients). */
+export class MemberTracker {
+  has(room: string): boolean;
+  get(room: string): MemberState | undefined;
+  remove(room: string): void;
+  joined(frame: Joined): MemberState;
+  presence(frame: Presence): { state: MemberState; modeChanged: boolean } | null;
+  presenceCount(frame: PresenceCount): { state: MemberState; modeChanged: boolean } | null;
+  /** A `members` request is sent; returns the scan it belongs to (for `page`). */
+  request(room: string, cursor?: string | null): object | null;
+  page(room: string, cursor: string | null | undefined, frame: Members, scan?: object | null): { state: MemberState; completed: boolean } | null;
+  disconnected(): void;
+}
+export const MEMBERS_LIMIT_MAX: 1000;
+export interface MembersPagingOptions {
+  /** Users per request (1-1000; default 1000). */
+  limit?: number;
+  /** Stop after this many users (default 10000). */
+  max?: number;
+  /** Start here instead of the first page. */
+  cursor?: string | null;
+  /** `rate_limited` answers: retries (5) and the wait before each (1000 ms). */
+  retries?: number;
+  retryDelayMs?: number;
+}
+export interface MembersPage extends Members { /** members were cut to respect `max`. */ truncated?: true }
+export interface AllMembers {
+  /** Each user once, in the order first seen. */
+  members: User[];
+  /** The room's distinct users when the last page was read. */
+  count: number;
+  /** The last page (next_cursor null) was reached. */
+  complete: boolean;
+  /** Where it stopped (null when complete). */
+  next_cursor: string | null;
+  pages: number;
+}
+/** Pages `fetchPage(cursor, limit)` to the last page or `max` users. */
+export function pageMembers(fetchPage: (cursor: string | null, limit: number) => Promise<Members> | Members, opts?: MembersPagingOptions & { sleep?: (ms: number) => Promise<void> }): AsyncGenerator<MembersPage, void, void>;
+export function collectMembers(fetchPage: (cursor: string | null, limit: number) => Promise<Members> | Members, opts?: MembersPagingOptions & { sleep?: (ms: number) => Promise<void> }): Promise<AllMembers>;
+export interface RosterEvent {
+  room: string;
+  /** What changed it. */
+  reason: 'joined' | 'presence' | 'presence_count' | 'members' | 'disconnected' | 'left';
+  /** null after `left`. */
+  state: MemberState | null;
+  /** A `members` page completed a scan: `state.members` is now the whole room. */
+  completed: boolean;
+}
+
 export type ErrorCode =
   | 'bad_json' | 'unknown_type' | 'invalid_field' | 'not_member' | 'forbidden'
-  | 'too_many_rooms' | 'rate_limited' | 'unavailable'
+  | 'room_full' | 'too_many_rooms' | 'rate_limited' | 'unavailable'
   // the client's own:
   | 'queue_full' | 'timeout' | 'disconnected' | 'closed' | 'offline' | 'auth'
-  | 'connect_failed' | 'token';
+  | 'connect_failed' | 'token' | 'cursor_loop';
 
 export class WsgateError extends Error {
   code: ErrorCode | string;
@@ -64,10 +125,27 @@ export interface Message { type: 'message'; id: string; room: string; user_id: s
 export interface Publish { type: 'publish'; id?: string; room?: string; user_id?: string; data: unknown; ts: string }
 export type RoomFrame = Message | Publish;
 export interface Broadcast { type: 'broadcast'; data: unknown; ts: string }
-export interface Presence { type: 'presence'; room: string; event: 'join' | 'leave'; user: User }
+/** A user's first session joined / last session left a `full` room; `count`: distinct users after it. */
+export interface Presence { type: 'presence'; room: string; event: 'join' | 'leave'; user: User; count: number }
+/** The distinct users of a `count`-mode room changed (at most once per second). */
+export interface PresenceCount { type: 'presence_count'; room: string; count: number }
+/** Answer to `members`: one page of a room's distinct users. */
+export interface Members { type: 'members'; ref?: string | number; room: string; members: User[]; next_cursor: string | null; count: number }
+/** What a room shows: member lists and events, only the count, or neither. */
+export type PresenceMode = 'full' | 'count' | 'off';
 export interface Typing { type: 'typing'; room: string; users: User[] }
 export interface Direct { type: 'direct'; id: string; from: User; content: string; ts: string }
-export interface Joined { type: 'joined'; ref?: string | number; room: string; members: User[]; last_id: string | null; epoch: string; recovered: boolean }
+export interface Joined {
+  type: 'joined'; ref?: string | number; room: string;
+  /** `full` rooms: at most `--joined-members` (100) users; `[]` in `count` and `off` rooms. */
+  members: User[];
+  /** Distinct users present (0 in an `off` room). */
+  members_count: number;
+  /** `members` does not list everyone: page with `members`. */
+  members_more: boolean;
+  presence: PresenceMode;
+  last_id: string | null; epoch: string; recovered: boolean;
+}
 export interface Left { type: 'left'; room: string }
 export interface Ack { type: 'ack'; ref: string | number; room?: string; id: string }
 export interface History { type: 'history'; room: string; messages: RoomFrame[] }
@@ -107,6 +185,13 @@ export interface ClientEvents {
   publish: Publish;
   broadcast: Broadcast;
   presence: Presence;
+  presence_count: PresenceCount;
+  /** Every `members` answer (also those awaited through `members()`). */
+  members: Members;
+  /** The room's member state changed (after `joined`, `presence`, `presence_count`, `members`, a disconnect, `leave`). */
+  roster: RosterEvent;
+  /** A room switched between `full` and `count` (its member list was forgotten: re-page it if needed). */
+  presence_mode: { room: string; mode: PresenceMode; state: MemberState };
   typing: Typing;
   direct: Direct;
   joined: Joined;
@@ -152,6 +237,9 @@ export class Client {
   /** Unread notifications, kept current from welcome/notification/marked_read/notifications_read. */
   readonly unread: number;
   readonly tracker: ResumeTracker;
+  readonly roster: MemberTracker;
+  /** The member state of a joined room. */
+  memberState(room: string): MemberState | undefined;
   readonly queue: OfflineQueue;
   on<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
   once<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
@@ -165,10 +253,16 @@ export class Client {
   direct(to: string, content: string): Promise<Ack>;
   typing(room: string, isTyping?: boolean): boolean;
   history(room: string, opts?: { before?: string; limit?: number }): Promise<History>;
+  /** One page of a room's members; `forbidden` in an `off` room. */
+  members(room: string, opts?: { cursor?: string | null; limit?: number }): Promise<Members>;
+  /** The pages from the first (or `cursor`) to the last, at most `max` users. */
+  membersPages(room: string, opts?: MembersPagingOptions): AsyncGenerator<MembersPage, void, void>;
+  /** Every member (each once), to the last page or `max` users. */
+  loadAllMembers(room: string, opts?: MembersPagingOptions): Promise<AllMembers>;
   notifications(opts?: { limit?: number; before?: string; unread_only?: boolean }): Promise<Notifications>;
   markRead(ids: string[] | 'all'): Promise<MarkedRead>;
   ping(): Promise<{ type: 'pong' }>;
   restore(rooms?: { room: string; last_id: string | null; epoch: string }[]): Promise<Joined[]>;
-  request<T = unknown>(frame: { type: string; [k: string]: unknown }, opts?: { queue?: boolean }): Promise<T>;
+  request<T = unknown>(frame: { type: string; [k: string]: unknown }, opts?: { queue?: boolean; onSend?: () => void; onAnswer?: (frame: T) => unknown }): Promise<T>;
 }
 export default Client;

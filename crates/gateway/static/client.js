@@ -6,10 +6,12 @@
 //   client.on('state', (s) => console.log(s.state, s.delay));
 //   await client.join('lobby');
 //   await client.send('lobby', 'hello');
+//   client.memberState('lobby');             // {membersCount, presenceMode, members, membersComplete}
+//   await client.loadAllMembers('lobby');    // pages `members` to the end (bounded by max)
 //
 // Protocol: docs/protocol.md (version 1). Documentation: docs/clients.md.
-// The pure parts (backoff schedule, offline queue, resume bookkeeping) are exported on
-// their own so that they can be tested without a network.
+// The pure parts (backoff schedule, offline queue, resume and member bookkeeping, member
+// paging) are exported on their own so that they can be tested without a network.
 
 /** Reconnect delays: exponential backoff with full jitter. */
 export const BACKOFF_BASE_MS = 500;
@@ -171,8 +173,218 @@ export class ResumeTracker {
   }
 }
 
+/** Most users a `members` request may ask for (the server refuses more). */
+export const MEMBERS_LIMIT_MAX = 1000;
+
+/**
+ * What the client knows of each joined room's members, kept current from `joined`,
+ * `presence`, `presence_count` and `members` answers.
+ *
+ * Per room (`get(room)`): `{room, membersCount, presenceMode, members, membersComplete}`:
+ * - `membersCount`: distinct users in the room (from `joined.members_count`, then the
+ *   `count` of every `presence`, `presence_count` and `members` answer);
+ * - `presenceMode`: `'full'`, `'count'` or `'off'` (from `joined.presence`; a
+ *   `presence_count` in a `full` room means it went over its limit and shows only its
+ *   count now, a `presence` in a `count` room that it came back to `full`);
+ * - `members`: a Map user_id → {user_id, username} of the users known to be present;
+ * - `membersComplete`: `true` when `members` is exactly the room's users and is kept so
+ *   by `presence` events: a `full` room whose `joined` listed everyone, or one that was
+ *   paged from the first page to the last (`next_cursor: null`) since the last reset.
+ *
+ * A change of mode forgets the list (it cannot have been kept current) and marks it
+ * incomplete; a new `joined` (a rejoin) starts the room afresh.
+ *
+ * Paging: `request(room, cursor)` when a `members` request is sent, `page(room, cursor,
+ * frame)` when its answer comes. A request without a cursor starts a scan; pages that
+ * follow it cursor to cursor continue it; the last page (null cursor) completes it in a
+ * `full` room, taking into account who joined and left (by `presence`) meanwhile.
+ */
+export class MemberTracker {
+  constructor() {
+    /** @type {Map<string, {room: string, membersCount: number, presenceMode: string, members: Map<string, object>, membersComplete: boolean}>} */
+    this.rooms = new Map();
+    /** room -> the scan in progress {expect, seen: Map, joined: Map, left: Set} */
+    this.scans = new Map();
+  }
+  has(room) { return this.rooms.has(room); }
+  get(room) { return this.rooms.get(room); }
+  remove(room) { this.rooms.delete(room); this.scans.delete(room); }
+
+  /** A `joined`: the room's state starts afresh from it. */
+  joined(frame) {
+    const members = Array.isArray(frame.members) ? frame.members : [];
+    const mode = frame.presence || 'full';
+    const state = {
+      room: frame.room,
+      membersCount: typeof frame.members_count === 'number' ? frame.members_count : members.length,
+      presenceMode: mode,
+      members: new Map(members.map((u) => [u.user_id, u])),
+      membersComplete: mode === 'full' && frame.members_more !== true,
+    };
+    this.rooms.set(frame.room, state);
+    this.scans.delete(frame.room);
+    return state;
+  }
+
+  /** Switches the room's mode; forgets what cannot have been kept current. */
+  setMode(state, mode) {
+    if (state.presenceMode === mode) return false;
+    state.presenceMode = mode;
+    state.members = new Map();
+    state.membersComplete = false;
+    this.scans.delete(state.room);
+    return true;
+  }
+
+  /** A `presence` join/leave (full mode). Returns {state, modeChanged} or null (room not joined). */
+  presence(frame) {
+    const state = this.rooms.get(frame.room);
+    if (!state || !frame.user) return null;
+    const modeChanged = this.setMode(state, 'full');
+    const id = frame.user.user_id;
+    const scan = this.scans.get(frame.room);
+    if (frame.event === 'join') {
+      if (typeof frame.count !== 'number' && !state.members.has(id)) state.membersCount += 1;
+      state.members.set(id, frame.user);
+      if (scan) { scan.joined.set(id, frame.user); scan.left.delete(id); }
+    } else if (frame.event === 'leave') {
+      if (typeof frame.count !== 'number') state.membersCount = Math.max(0, state.membersCount - 1);
+      state.members.delete(id);
+      if (scan) { scan.left.add(id); scan.joined.delete(id); scan.seen.delete(id); }
+    }
+    if (typeof frame.count === 'number') state.membersCount = frame.count;
+    return { state, modeChanged };
+  }
+
+  /** A `presence_count` (count mode, or a full room over its limit). */
+  presenceCount(frame) {
+    const state = this.rooms.get(frame.room);
+    if (!state) return null;
+    const modeChanged = this.setMode(state, 'count');
+    if (typeof frame.count === 'number') state.membersCount = frame.count;
+    return { state, modeChanged };
+  }
+
+  /**
+   * A `members` request for `room` is being sent (`cursor` undefined/null: the first
+   * page, which starts a scan). Returns the scan it belongs to (pass it to `page`), or
+   * null.
+   */
+  request(room, cursor) {
+    if (!this.rooms.has(room)) return null;
+    if (cursor === undefined || cursor === null) {
+      const scan = { expect: null, seen: new Map(), joined: new Map(), left: new Set() };
+      this.scans.set(room, scan);
+      return scan;
+    }
+    return this.scans.get(room) ?? null;
+  }
+
+  /**
+   * The `members` answer to a request made with `cursor`. Adds the users listed (but
+   * not those who left since the scan began) and follows the count. Returns
+   * {state, completed} (completed: this page finished a scan and the list is complete),
+   * or null for a room not joined. `scan`: what `request` returned (undefined: the
+   * room's current scan; null: none, the page only adds what it lists).
+   */
+  page(room, cursor, frame, scan = this.scans.get(room)) {
+    const state = this.rooms.get(room);
+    if (!state) return null;
+    if (typeof frame.count === 'number') state.membersCount = frame.count;
+    if (scan && this.scans.get(room) !== scan) scan = null; // replaced or reset since
+    const list = Array.isArray(frame.members) ? frame.members : [];
+    for (const u of list) if (!scan?.left.has(u.user_id)) state.members.set(u.user_id, u);
+    let completed = false;
+    const from = cursor === undefined ? null : cursor;
+    if (scan && scan.expect === from) {
+      for (const u of list) if (!scan.left.has(u.user_id)) scan.seen.set(u.user_id, u);
+      const next = frame.next_cursor ?? null;
+      if (next === null) {
+        this.scans.delete(room);
+        if (state.presenceMode === 'full') {
+          // Everyone listed by the scan, plus those who joined meanwhile: nothing else.
+          state.members = new Map([...scan.seen, ...scan.joined]);
+          state.membersComplete = true;
+          completed = true;
+        }
+      } else {
+        scan.expect = next;
+      }
+    }
+    return { state, completed };
+  }
+
+  /** After a disconnect: presence events are missed until the rejoin. */
+  disconnected() {
+    for (const state of this.rooms.values()) state.membersComplete = false;
+    this.scans.clear();
+  }
+}
+
+/**
+ * Pages through a room's members: `fetchPage(cursor, limit)` returns (a promise of) a
+ * `members` answer. Yields each page as it comes (its `members` cut so that no more than
+ * `max` users are yielded in all) until `next_cursor` is null or `max` users were
+ * yielded. Starts at `cursor` (default: the first page). An empty page that leads back
+ * to a cursor already seen ends the loop with `cursor_loop` (a server paging in circles).
+ * `retries`/`retryDelayMs`: how often and how long to wait before asking again after
+ * `rate_limited`.
+ */
+export async function* pageMembers(fetchPage, { limit = MEMBERS_LIMIT_MAX, max = 10000, cursor = null, retries = 5, retryDelayMs = 1000, sleep = (ms) => new Promise((r) => setTimeout(r, ms)) } = {}) {
+  if (!(limit >= 1)) throw new RangeError('limit must be >= 1');
+  let got = 0;
+  let at = cursor ?? null;
+  const seenCursors = new Set();
+  while (got < max) {
+    const want = Math.min(limit, MEMBERS_LIMIT_MAX, max - got);
+    let page;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        page = await fetchPage(at, want);
+        break;
+      } catch (e) {
+        if (e?.code !== 'rate_limited' || attempt >= retries) throw e;
+        await sleep(retryDelayMs);
+      }
+    }
+    const list = Array.isArray(page.members) ? page.members : [];
+    const take = list.length > max - got ? list.slice(0, max - got) : list;
+    got += take.length;
+    const next = page.next_cursor ?? null;
+    yield take === list ? page : { ...page, members: take, truncated: true };
+    if (next === null) return;
+    // Pages with users are bounded by `max`; empty ones (a scan batch may be empty) by
+    // this: an empty page must not lead back to a cursor already seen.
+    if (list.length === 0 && seenCursors.has(next)) throw new WsgateError('cursor_loop', `members cursor ${next} came back`);
+    seenCursors.add(next);
+    at = next;
+  }
+}
+
+/**
+ * Collects the pages of `pageMembers` into {members (each user once, in the order
+ * first seen), count (the last page's), complete (the last page was reached),
+ * next_cursor (where it stopped: null when complete), pages}.
+ */
+export async function collectMembers(fetchPage, opts = {}) {
+  const users = new Map();
+  let count = 0;
+  let next = opts.cursor ?? null;
+  let truncated = false;
+  let pages = 0;
+  for await (const page of pageMembers(fetchPage, opts)) {
+    pages += 1;
+    for (const u of page.members) if (!users.has(u.user_id)) users.set(u.user_id, u);
+    if (typeof page.count === 'number') count = page.count;
+    next = page.next_cursor ?? null;
+    truncated = page.truncated === true;
+  }
+  const complete = pages > 0 && next === null && !truncated;
+  return { members: [...users.values()], count, complete, next_cursor: complete ? null : next, pages };
+}
+
 /** Frame types that answer a request carrying `ref`. */
-const ANSWERS = new Set(['joined', 'left', 'ack', 'history', 'pong', 'notifications', 'marked_read', 'error']);
+const ANSWERS = new Set(['joined', 'left', 'ack', 'history', 'pong', 'notifications', 'marked_read', 'members', 'error']);
 
 /** Close codes after which the client does not reconnect by itself. */
 export const TERMINAL_CLOSE_CODES = new Set([1008]);
@@ -231,6 +443,7 @@ export class Client {
     this.welcome = null;
     this.unread = 0;
     this.tracker = new ResumeTracker();
+    this.roster = new MemberTracker();
     this.queue = new OfflineQueue(this.opts.queueLimit);
     this.listeners = new Map();
     this.pending = new Map();  // ref -> {resolve, reject, timer, type}
@@ -356,6 +569,7 @@ export class Client {
     this.clearTimer('connect');
     if (ws) { ws.onmessage = ws.onclose = ws.onerror = null; ws.onopen = null; }
     this.tracker.disconnected();
+    this.roster.disconnected();
   }
 
   /** Gives up on a socket that does not answer, without waiting for its close handshake. */
@@ -372,6 +586,8 @@ export class Client {
     // Requests in flight on that socket have no answer coming; queued ones wait.
     this.failAll(new WsgateError('disconnected', `connection closed (${code})`), false);
     this.emit('close', { code, reason, opened });
+    // presence events are missed until the rejoin: no list is complete meanwhile
+    for (const [room, state] of this.roster.rooms) this.emit('roster', { room, reason: 'disconnected', state, completed: false });
     if (this.stopped) { this.setState('closed', { code, reason }); return; }
     if (opened) {
       this.failures = 0;
@@ -467,9 +683,11 @@ export class Client {
       const p = this.pending.get(String(frame.ref));
       this.pending.delete(String(frame.ref));
       clearTimeout(p.timer);
+      const applied = t !== 'error' && p.onAnswer ? p.onAnswer(frame) : null;
       if (t === 'error') p.reject(new WsgateError(frame.code, frame.message, frame));
       else p.resolve(frame);
-      if (t === 'marked_read' || t === 'notifications') this.emit(t, frame);
+      if (t === 'marked_read' || t === 'notifications' || t === 'members') this.emit(t, frame);
+      if (applied) this.emitRoster(frame.room, t, applied);
       if (t !== 'joined' && t !== 'error') return;
     }
     switch (t) {
@@ -486,9 +704,29 @@ export class Client {
         if (typeof ref === 'string' && ref.startsWith('j:')) {
           const room = ref.slice(2).replace(/^\d+:/, '');
           this.tracker.remove(room);
+          this.roster.remove(room);
           this.settleJoin(room, null, new WsgateError(frame.code, frame.message, frame));
         }
         this.emit('error', new WsgateError(frame.code, frame.message, frame));
+        break;
+      }
+      case 'presence': {
+        const r = this.roster.presence(frame);
+        this.emit(t, frame);
+        if (r) this.emitRoster(frame.room, t, r);
+        break;
+      }
+      case 'presence_count': {
+        const r = this.roster.presenceCount(frame);
+        this.emit(t, frame);
+        if (r) this.emitRoster(frame.room, t, r);
+        break;
+      }
+      case 'members': {
+        // an answer nobody awaits (timed out): what it lists is still known
+        const r = this.roster.page(frame.room, undefined, frame, null);
+        this.emit(t, frame);
+        if (r) this.emitRoster(frame.room, t, r);
         break;
       }
       case 'pong': break;
@@ -499,10 +737,21 @@ export class Client {
   onJoined(frame) {
     const { recovered, deliver, dropped } = this.tracker.joined(frame);
     for (const m of deliver) this.emit(m.type, m);
+    const state = this.roster.joined(frame);
     this.emit('joined', frame);
+    this.emitRoster(frame.room, 'joined', { state, modeChanged: false });
     if (!recovered) this.emit('resync', { room: frame.room, epoch: frame.epoch, last_id: frame.last_id, dropped, joined: frame });
     this.settleJoin(frame.room, frame, null);
   }
+
+  /** Emits `presence_mode` when the room's mode changed, then `roster`. */
+  emitRoster(room, reason, { state, modeChanged = false, completed = false }) {
+    if (modeChanged) this.emit('presence_mode', { room, mode: state.presenceMode, state });
+    this.emit('roster', { room, reason, state, completed });
+  }
+
+  /** What the client knows of a joined room's members (see MemberTracker), or undefined. */
+  memberState(room) { return this.roster.get(room); }
 
   settleJoin(room, frame, err) {
     const waiters = this.joinWaiters.get(room);
@@ -533,6 +782,7 @@ export class Client {
 
   /** Sends a queued item: the frame, and registers its answer when it expects one. */
   transmit(item) {
+    if (item.entry?.onSend) item.entry.onSend();
     if (item.expect) {
       const timer = setTimeout(() => {
         if (this.pending.get(item.ref) === item.entry) {
@@ -553,11 +803,11 @@ export class Client {
    * the next reconnect (bounded queue). Resolves with the answer frame; rejects with a
    * WsgateError (server `error` frame, `queue_full`, `timeout`, `disconnected`, `closed`).
    */
-  request(frame, { queue = true } = {}) {
+  request(frame, { queue = true, onSend = null, onAnswer = null } = {}) {
     if (this.stopped && this.state === 'closed') return Promise.reject(new WsgateError('closed', 'client closed'));
     const ref = `r${this.nextRef++}`;
     return new Promise((resolve, reject) => {
-      const item = { frame: { ...frame, ref }, ref, expect: true, entry: { resolve, reject, timer: null, type: frame.type } };
+      const item = { frame: { ...frame, ref }, ref, expect: true, entry: { resolve, reject, timer: null, type: frame.type, onSend, onAnswer } };
       if (this.opened) { this.transmit(item); return; }
       if (!queue) { reject(new WsgateError('offline', 'not connected')); return; }
       if (!this.queue.push(item)) reject(new WsgateError('queue_full', 'offline queue is full'));
@@ -579,6 +829,10 @@ export class Client {
   /** Leaves a room and forgets it. */
   leave(room) {
     this.tracker.remove(room);
+    if (this.roster.has(room)) {
+      this.roster.remove(room);
+      this.emit('roster', { room, reason: 'left', state: null, completed: false });
+    }
     this.queue.remove((it) => it.frame.room === room && it.frame.type === 'message');
     if (!this.opened) return Promise.resolve({ type: 'left', room });
     return this.request({ type: 'leave', room }, { queue: false });
@@ -599,6 +853,41 @@ export class Client {
     if (before !== undefined) f.before = before;
     if (limit !== undefined) f.limit = limit;
     return this.request(f);
+  }
+
+  /**
+   * A page of a room's members: resolves with the `members` answer {room, members,
+   * next_cursor (null on the last page), count}. Pass `next_cursor` back as `cursor` for
+   * the next page; `limit` 1-1000 (server default 100). Membership is not needed; an
+   * `off` room answers `forbidden`. For a joined room the answer also updates
+   * `memberState(room)` (paging from the first page to the last completes its list).
+   */
+  members(room, { cursor, limit } = {}) {
+    const f = { type: 'members', room };
+    if (cursor !== undefined && cursor !== null) f.cursor = cursor;
+    if (limit !== undefined) f.limit = limit;
+    let scan = null;
+    return this.request(f, {
+      onSend: () => { scan = this.roster.request(room, f.cursor); },
+      onAnswer: (frame) => this.roster.page(room, f.cursor, frame, scan),
+    });
+  }
+
+  /**
+   * Async iterator over the pages of a room's members, from the first (or `cursor`) to
+   * the last, at most `max` users (default 10000) in pages of `limit` (default 1000).
+   * `rate_limited` answers are retried after a second (up to 5 times).
+   */
+  membersPages(room, opts = {}) {
+    return pageMembers((cursor, limit) => this.members(room, { cursor, limit }), opts);
+  }
+
+  /**
+   * Pages through a room's members to the end, or until `max` users (default 10000).
+   * Resolves with {members (each user once), count, complete, next_cursor, pages}.
+   */
+  loadAllMembers(room, opts = {}) {
+    return collectMembers((cursor, limit) => this.members(room, { cursor, limit }), opts);
   }
 
   /** Lists notifications: resolves with {items (newest first), unread}. */

@@ -6,6 +6,7 @@
 //! wsgate-cli send ROOM TEXT              send one message, print its id
 //! wsgate-cli tail ROOM [--json]          follow a room (reconnects and resumes)
 //! wsgate-cli direct USER TEXT            send a direct message
+//! wsgate-cli members ROOM [--limit N]    list a room's members (pages to the end)
 //! ```
 
 use std::time::Duration;
@@ -65,6 +66,18 @@ enum Command {
         user: String,
         /// The text.
         text: String,
+    },
+    /// List a room's members, paging to the end: one `user_id<TAB>username` per line,
+    /// then `count: N` (the room's distinct users).
+    Members {
+        /// The room (membership is not needed).
+        room: String,
+        /// Users per page (1-1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Stop after this many users.
+        #[arg(long, default_value_t = 1_000_000)]
+        max: usize,
     },
 }
 
@@ -169,6 +182,27 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", ack["id"].as_str().unwrap_or_default());
+            let _ = c.close().await;
+        }
+        Command::Members { room, limit, max } => {
+            let mut c = Client::connect(&url).await.context("connect")?;
+            let all = c
+                .all_members(room, *limit, *max, WAIT)
+                .await
+                .map_err(|e| anyhow::anyhow!("members {room}: {e}"))?;
+            let mut out = String::new();
+            for m in &all.members {
+                out.push_str(&format!("{}\t{}\n", m.user_id, m.username));
+            }
+            out.push_str(&format!("count: {}\n", all.count));
+            print!("{out}");
+            if !all.complete {
+                eprintln!(
+                    "wsgate-cli: stopped after {} users (--max); the room has {}",
+                    all.members.len(),
+                    all.count
+                );
+            }
             let _ = c.close().await;
         }
         Command::Tail { room, json } => {
