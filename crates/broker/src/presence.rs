@@ -78,7 +78,8 @@ pub const MEMBERS_PAGE_MAX: usize = 1000;
 pub trait Presence: Send + Sync + 'static {
     /// Records that a session is in `room`, unless the room is full (its
     /// `max_members` distinct users, the session's user not among them), and returns
-    /// the first page of at most `first_page` members (none for 0).
+    /// the first page of at most `first_page` members (none for 0, nor when the room is
+    /// over its `presence_max_members`: it lists no members then).
     ///
     /// # Errors
     /// [`crate::Error::Unavailable`].

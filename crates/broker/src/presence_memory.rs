@@ -132,7 +132,7 @@ impl Presence for MemoryPresence {
             count,
             over: r.over,
         };
-        let page = if first_page > 0 {
+        let page = if first_page > 0 && !r.over {
             page(&r.users, None, first_page)
         } else {
             MembersPage::default()

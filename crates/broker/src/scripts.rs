@@ -159,8 +159,9 @@ return out
 /// holds `max` distinct users and this user is not one of them; otherwise `{first,
 /// count, over, cursor, user1, name1, …}`: whether it is the user's first session, the
 /// distinct users now, whether the room is over `pmax` (set here when it grows past
-/// it), and, when `page` > 0, one `HSCAN` batch of the names hash (a bounded first
-/// page: no read of the whole set).
+/// it), and, when `page` > 0 and the room is not over `pmax` (a room over it lists no
+/// members), one `HSCAN` batch of the names hash (a bounded first page: no read of the
+/// whole set).
 ///
 /// KEYS: presence, presence-users, node-rooms (of this node), presence-names,
 /// presence-over. ARGV: session, user, name, node, room, max (0: none), pmax, page.
@@ -185,7 +186,7 @@ if over == 0 and count > tonumber(ARGV[7]) then
 end
 local out = {first, count, over}
 local page = tonumber(ARGV[8])
-if page > 0 then
+if page > 0 and over == 0 then
   local scan = redis.call('HSCAN', KEYS[4], '0', 'COUNT', page)
   table.insert(out, scan[1])
   for _, x in ipairs(scan[2]) do table.insert(out, x) end

@@ -189,7 +189,19 @@ async fn over_presence_max_members_with_hysteresis(make: Factory) {
         (3, false),
         "back in full mode until past 4 again"
     );
-    assert_eq!(b.count("pm:r").await.unwrap(), (3, false));
+    let (c, page) = added(b.add("pm:r", &session("s8", "u8"), 10).await.unwrap());
+    assert_eq!(
+        (c.count, c.over, page.members.len()),
+        (4, false, 4),
+        "listed at the limit"
+    );
+    let (c, page) = added(b.add("pm:r", &session("s7", "u7"), 10).await.unwrap());
+    assert_eq!((c.count, c.over), (5, true));
+    assert!(
+        page.members.is_empty(),
+        "a room over its limit lists no members"
+    );
+    assert_eq!(b.count("pm:r").await.unwrap(), (5, true));
 }
 
 async fn count_slot_publishes_each_change_once_per_period(make: Factory) {
