@@ -243,7 +243,7 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let probe_task = (a.probe && a.probe_rate > 0.0).then(|| {
+    let probe_task = (a.probe_rate > 0.0).then(|| {
         tokio::spawn(probe(
             eps[0].clone(),
             target,
@@ -396,7 +396,7 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
         "concurrency": concurrency,
         "timeout_ms": a.timeout_ms,
         "room": a.room,
-        "probe": a.probe && a.probe_rate > 0.0,
+        "probe": a.probe_rate > 0.0,
         "probe_rate": a.probe_rate,
         "settle_s": a.settle.as_secs_f64(),
         "hold_s": a.hold.as_secs_f64(),

@@ -41,14 +41,12 @@ run failed (could not connect, the server refused or closed, rate limited, …).
     after_help = "Run `wsgate-bench <SCENARIO> --help` for what each scenario measures and reports."
 )]
 pub(crate) struct Cli {
-    /// Print one JSON object with every figure (instead of the table); also turns off
-    /// the progress bar.
+    /// Print one JSON object with every figure (not the table; no progress bar).
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Runtime worker threads: 1 runs everything on one current-thread runtime; N > 1
-    /// uses a multi-thread runtime with N workers (2, the default, delivered more per CPU
-    /// second than 1 in a 10,000-subscriber fan-out on this 2-core machine).
+    /// Runtime worker threads: 1, one current-thread runtime; N > 1, N workers (2, the
+    /// default, delivered more per CPU second than 1 on this 2-core machine).
     #[arg(long, global = true, default_value_t = 2, value_name = "N")]
     pub threads: usize,
 
@@ -156,24 +154,16 @@ The node must run with a Redis broker (cluster mode) for messages to survive it.
     /// N distinct users join one room, C in flight, and stay: formation time, joins/s,
     /// failures, CPU per join, RSS per joined connection, Redis commands per join, and
     /// a small room's publish latency during the storm.
-    #[command(long_about = "A room forms: N distinct users join it.\n\n\
---users connections, each with its own user id (b<i + --user-offset>), connect round-robin over \
-the --url(s) with --concurrency (default --connect-concurrency, 200) connects+joins in flight, \
-send {\"type\":\"join\",\"room\":R}, wait for `joined` (at most --timeout-ms each) and stay \
-(reading what they get, so they answer heartbeats) until the report is done. Meanwhile the probe \
-(--probe, on by default) keeps a publisher and a subscriber in a small room of its own on the \
-first URL, publishing --probe-rate messages/s, and times each message.\n\n\
-Reports: formation time (first connect to last joined), joins/s, failures by reason (connect:…, \
-timeout, error:<code> of an error frame, closed/protocol), connect+join latency p50/p99, the \
-largest members_count a joined carried (it must reach --users when --user-offset is 0), RSS \
-growth per joined connection and CPU µs per join summed over the --pid(s) (read after --settle), \
-Redis commands per join from INFO commandstats with the top 8 commands (--redis-url), and the \
-probe's latency p50/p99, losses and errors. Several bench processes with different \
---user-offset values build one bigger room (each process holds at most ~19,000 connections \
-under a 20,000 open-file limit; --sources K spreads them over 127.0.0.1..127.0.0.K).\n\n\
-Works against wsgate, the Socket.IO peer (--target socketio) and the uWebSockets.js peer \
-(crates/bench/peers/uws-server.js, which speaks the wsgate protocol).\n\n\
-Example: wsgate-bench build --url ws://127.0.0.1:8080 --pid $(pidof wsgate) --users 10000")]
+    #[command(
+        long_about = "A room forms: --users distinct users (b<i + --user-offset>) \
+connect round-robin over the --url(s), --concurrency at a time, join --room and stay. A probe \
+(--probe-rate msgs/s) publishes into a small room of its own.\n\n\
+Reports: formation time, joins/s, failures by reason, connect+join latency, the largest \
+members_count, RSS per joined connection and CPU µs per join over the --pid(s), Redis commands \
+per join (--redis-url), and the probe's latency and losses. Several processes with distinct \
+--user-offset values build a bigger room (~19,000 connections each; --sources spreads them).\n\n\
+Example: wsgate-bench build --url ws://127.0.0.1:8080 --pid $(pidof wsgate) --users 10000"
+    )]
     Build(BuildArgs),
 
     /// Internal: one worker process of `idle` (started by the bench itself).
@@ -428,22 +418,15 @@ pub(crate) struct BuildArgs {
     #[arg(long, default_value = "big")]
     pub room: String,
 
-    /// Connections connecting and joining at once (default: --connect-concurrency, 200).
+    /// Connects + joins in flight (default: --connect-concurrency, 200).
     #[arg(long, short = 'c', value_name = "C")]
     pub concurrency: Option<usize>,
 
-    /// Give up on one user (TCP + upgrade + welcome + join) after this many ms (counted
-    /// as a `timeout` failure). In this scenario it takes the place of --connect-timeout.
+    /// Give up on one user's connect + join after this many ms (instead of --connect-timeout).
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
     pub timeout_ms: u64,
 
-    /// Run the probe: a publisher and a subscriber in a small room of their own
-    /// (`probe`, or `probe-<offset>` with --user-offset), timing each message during the
-    /// storm (`--probe false`: off).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub probe: bool,
-
-    /// The probe's publish rate, messages/s (0: no probe).
+    /// The probe's publish rate in a room of its own, messages/s (0: no probe).
     #[arg(long, default_value_t = 20.0)]
     pub probe_rate: f64,
 
@@ -455,8 +438,7 @@ pub(crate) struct BuildArgs {
     #[arg(long)]
     pub redis_url: Option<String>,
 
-    /// Keep the members connected this long after the measurement (another bench
-    /// process can then measure joins into the formed room).
+    /// Keep the members connected this long after the measurement.
     #[arg(long, default_value = "0s", value_parser = duration)]
     pub hold: Duration,
 }

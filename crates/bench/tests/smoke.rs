@@ -385,8 +385,8 @@ fn build_counts_refused_joins_by_error_code() {
         "1",
         "--settle",
         "0s",
-        "--probe",
-        "false",
+        "--probe-rate",
+        "0",
     ]);
     assert!(!out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON report");

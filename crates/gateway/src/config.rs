@@ -380,7 +380,11 @@ impl Config {
     /// A message naming the bad flag, file or key.
     pub fn load(mut self) -> Result<Self, String> {
         self.validate()?;
-        self.namespaces = Arc::new(Namespaces::from_config(&self)?);
+        self.namespaces = Arc::new(Namespaces::load(
+            self.default_namespace(),
+            &self.private_room_prefix,
+            self.config.as_deref(),
+        )?);
         Ok(self)
     }
 
