@@ -31,6 +31,19 @@ def start_gateway(request: pytest.FixtureRequest) -> Callable[..., Gateway]:
 
 
 @pytest.fixture
+def redis():
+    """A ``redis-server`` of the test's own on a free loopback port, stopped by PID at
+    the end (after the gateways, which fixtures started later are stopped before)."""
+    from backend_harness import RedisServer
+
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
 def gateway(start_gateway: Callable[..., Gateway]) -> Gateway:
     """One gateway with default options."""
     return start_gateway()

@@ -215,15 +215,6 @@ def test_namespace_options_from_the_config_file(start_gateway: Callable[..., Gat
     run(body)
 
 
-@pytest.fixture
-def redis():
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 def test_two_thousand_users_join_one_room_through_three_nodes(
     redis: RedisServer, start_gateway: Callable[..., Gateway]

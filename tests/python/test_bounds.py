@@ -15,21 +15,12 @@ from typing import Any
 
 import pytest
 
-from backend_harness import RedisServer, SseStream, say
+from backend_harness import SseStream, say
 from harness import WAIT, Client, Gateway, poll, run, token
 
 ROOM = "bounds"
 SECRET = "bounds-secret"
 needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
-
-@pytest.fixture
-def redis():
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def rss_kib(pid: int) -> int:

@@ -32,15 +32,6 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="re
 
 
 @pytest.fixture
-def redis():
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
 def cluster(redis: RedisServer, start_gateway: Callable[..., Gateway]) -> list[Gateway]:
     """Three ready gateways (n1, n2, n3) on one Redis. The gateways are stopped
     before Redis (fixture teardown runs in reverse)."""
