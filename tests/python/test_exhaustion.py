@@ -312,12 +312,19 @@ def test_refusals_at_capacity_cost_nothing(start):
         check("/ws handshake", f"{n} upgrades at --max-connections {cap}", "each 503 `unavailable`, Retry-After: 1", f"{good}/{n} in {took:.1f} s", good == n)
         after = await h.settled_rss(gw.pid, floor=before + 512, timeout=3)
         grown = after - before
+        second = 0
+        if grown >= 1024:
+            # Under a loaded test run the allocator's caches can take more than 1 MiB
+            # once; a leak grows again with every batch. A second batch tells them apart.
+            await h.bounded_gather(n, refuse, 50)
+            again = await h.settled_rss(gw.pid, floor=after + 256, timeout=3)
+            second = again - after
         check(
             "/ws handshake",
             f"RSS after {n} refusals (closed by the client)",
-            "< 1 MiB growth (nothing outlives a refusal)",
-            f"{before} → {after} KiB ({grown:+d} KiB)",
-            grown < 1024,
+            "< 1 MiB growth, or < 2 MiB with < 256 KiB more after as many again (nothing outlives a refusal)",
+            f"{before} → {after} KiB ({grown:+d} KiB; a second batch {second:+d} KiB)",
+            grown < 1024 or (grown < 2048 and second < 256),
         )
         # Refused connections kept open by the client: the server keeps them alive
         # (HTTP keep-alive) until the request deadline; they cost while they last.
