@@ -11,6 +11,7 @@ use redis::Script;
 use wsgate_protocol::server::Member;
 
 use crate::error::{Error, Result};
+use crate::keys::Keys;
 use crate::presence::{
     Added, CountDue, MembersPage, Presence, PresenceChange, SessionRef, MEMBERS_PAGE_MAX,
     TYPING_MAX,
@@ -32,6 +33,18 @@ pub struct RedisPresence {
     typing_set: Script,
     /// Drops expired typing flags.
     typing_expire: Script,
+}
+
+/// The keys the add and remove scripts take: presence, presence-users, node-rooms,
+/// presence-names, presence-over.
+fn entry_keys(keys: &Keys, room: &str, node: &str) -> [String; 5] {
+    [
+        keys.presence(room),
+        keys.presence_users(room),
+        keys.node_rooms(node),
+        keys.presence_names(room),
+        keys.presence_over(room),
+    ]
 }
 
 /// A page of `members` with its cursor.
@@ -116,11 +129,7 @@ impl Presence for RedisPresence {
             .link
             .with_conn(|mut c| async move {
                 self.add
-                    .key(keys.presence(room))
-                    .key(keys.presence_users(room))
-                    .key(keys.node_rooms(node))
-                    .key(keys.presence_names(room))
-                    .key(keys.presence_over(room))
+                    .key(&entry_keys(keys, room, node)[..])
                     .arg(&session.session_id)
                     .arg(&session.user.user_id)
                     .arg(&session.user.username)
@@ -158,11 +167,7 @@ impl Presence for RedisPresence {
             .link
             .with_conn(|mut c| async move {
                 self.remove
-                    .key(keys.presence(room))
-                    .key(keys.presence_users(room))
-                    .key(keys.node_rooms(node))
-                    .key(keys.presence_names(room))
-                    .key(keys.presence_over(room))
+                    .key(&entry_keys(keys, room, node)[..])
                     .arg(&session.session_id)
                     .arg(&session.user.user_id)
                     .arg(room)

@@ -1,5 +1,5 @@
 //! [`PendingRemovals`]: presence removals that failed, waiting for a retry (see
-//! [`crate::presence_retry`], which retries them).
+//! the presence-retry task, which retries them).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
