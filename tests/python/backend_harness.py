@@ -27,7 +27,8 @@ from harness import WAIT, Client, Gateway
 #: The API key the tests configure with ``--api-key``.
 API_KEY = "test-api-key-0123456789"
 
-CURSOR_PART_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}=[0-9]+-[0-9]+$")
+#: One room's part of an SSE cursor: ``room=ID@EPOCH`` (the server always names the epoch).
+CURSOR_PART_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}=[0-9]+-[0-9]+@[A-Za-z0-9_.:-]{1,128}$")
 
 
 def key_flags(key: str = API_KEY) -> tuple[str, ...]:
@@ -187,16 +188,31 @@ class Block:
         return self.fields.get("id")
 
     @property
+    def ids(self) -> str | None:
+        """The cursor without its epochs (``a=ID;b=ID``), checked well formed."""
+        c = self.fields.get("id")
+        return None if c is None else ";".join(f"{r}={i}" for r, i in parse_cursor(c).items())
+
+    @property
     def data(self) -> Any:
         """The ``data`` as JSON."""
         return json.loads(self.fields["data"])
 
 
 def parse_cursor(cursor: str) -> dict[str, str]:
-    """``a=ID;b=ID`` → ``{"a": ID, "b": ID}`` (every part must be well formed)."""
+    """``a=ID@E;b=ID@E`` → ``{"a": ID, "b": ID}`` (every part must be well formed)."""
+    return {room: pos[0] for room, pos in parse_cursor_epochs(cursor).items()}
+
+
+def parse_cursor_epochs(cursor: str) -> dict[str, tuple[str, str]]:
+    """``a=ID@E;b=ID@E`` → ``{"a": (ID, E), "b": (ID, E)}``."""
     parts = cursor.split(";")
     assert all(CURSOR_PART_RE.match(p) for p in parts), cursor
-    out = dict(p.split("=", 1) for p in parts)
+    out = {}
+    for p in parts:
+        room, pos = p.split("=", 1)
+        msg_id, epoch = pos.split("@", 1)
+        out[room] = (msg_id, epoch)
     assert len(out) == len(parts), cursor
     return out
 
@@ -379,10 +395,14 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """``redis-server`` on a free loopback port, no persistence; stopped by PID."""
+    """``redis-server`` on a free loopback port; stopped by PID. No persistence unless
+    ``persist`` is set before a (re)start: then an append-only file, synced on every
+    write, in a directory of its own, so a restart keeps every stored message."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.persist = False
+        self.dir = tempfile.TemporaryDirectory(prefix="wsgate-redis-")
         self.log = tempfile.NamedTemporaryFile(prefix="wsgate-redis-", suffix=".log", delete=False)
         last = None
         for _ in range(5):
@@ -397,9 +417,10 @@ class RedisServer:
 
     def start(self) -> None:
         """Starts (or starts again, empty) on ``self.port`` and waits for PING."""
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
+             "--save", "", "--dir", self.dir.name, *durability],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -455,6 +476,7 @@ class RedisServer:
 
     def cleanup(self) -> None:
         self.stop()
+        self.dir.cleanup()
         self.log.close()
         try:
             os.unlink(self.log.name)

@@ -58,7 +58,7 @@ def test_named_events_and_cursors(start_gateway):
         m2 = await say(w, "a", "last", "m2")
 
         events = await sse.events(6)
-        assert [(e.event, e.id) for e in events] == [
+        assert [(e.event, e.ids) for e in events] == [
             ("message", cursor(a=m1["id"], b=ZERO)),
             ("publish", cursor(a=m1["id"], b=pid)),
             ("broadcast", cursor(a=m1["id"], b=pid)),
@@ -97,7 +97,7 @@ def test_resume_gets_exactly_what_was_missed(start_gateway):
         seen = await sse.events(3)  # a1, b1, a2: b2 is published but not read
         assert [e.data["id"] for e in seen] == [r1["a"], r1["b"], r2["a"]]
         last = seen[-1].id
-        assert last == cursor(a=r2["a"], b=r1["b"], c=ZERO)
+        assert seen[-1].ids == cursor(a=r2["a"], b=r1["b"], c=ZERO)
         await sse.close()
         await gw.wait_active(0)
 
@@ -114,7 +114,7 @@ def test_resume_gets_exactly_what_was_missed(start_gateway):
             ("publish", "b", r3["b"]),
             ("publish", "c", c1),
         ]
-        assert [e.id for e in got] == [
+        assert [e.ids for e in got] == [
             cursor(a=r3["a"], b=r1["b"], c=ZERO),
             cursor(a=r3["a"], b=r2["b"], c=ZERO),
             cursor(a=r3["a"], b=r3["b"], c=ZERO),
@@ -125,7 +125,7 @@ def test_resume_gets_exactly_what_was_missed(start_gateway):
         r4 = await publish_round(gw, "4", rooms=("a", "b", "c"))
         live = await back.events(3)
         assert [e.data["id"] for e in live] == [r4["a"], r4["b"], r4["c"]]
-        assert live[-1].id == cursor(a=r4["a"], b=r4["b"], c=r4["c"])
+        assert live[-1].ids == cursor(a=r4["a"], b=r4["b"], c=r4["c"])
 
         # The same with ?last_event_id= from the very first cursor: everything.
         again, _ = await open_sse(gw, "rooms=a,b,c&user_id=s&last_event_id=" + quote(cursor(a=ZERO, b=ZERO, c=ZERO)))
@@ -143,7 +143,7 @@ def test_resume_gets_exactly_what_was_missed(start_gateway):
         r5 = await publish_round(gw, "5", rooms=("a",))
         [e] = await part.events(1)
         assert e.data["id"] == r5["a"]
-        assert e.id == cursor(a=r5["a"], b=r4["b"])
+        assert e.ids == cursor(a=r5["a"], b=r4["b"])
 
     run_backend(body)
 
@@ -164,7 +164,7 @@ def test_reset_when_history_no_longer_reaches(start_gateway):
         a_ids = [await publish_room(gw, "a", 1)]
         [e] = await sse.events(1)
         last = e.id
-        assert last == cursor(a=a_ids[0], b=ZERO)
+        assert e.ids == cursor(a=a_ids[0], b=ZERO)
         await sse.close()
         a_ids += [await publish_room(gw, "a", i) for i in range(2, 10)]  # 9 in all: 5 kept
         b_id = await publish_room(gw, "b", "b1")
@@ -172,10 +172,10 @@ def test_reset_when_history_no_longer_reaches(start_gateway):
         back, resumed = await open_sse(gw, "rooms=a,b&user_id=s", {"Last-Event-ID": last})
         assert resumed == {"a": ZERO, "b": ZERO}
         reset = await back.next_event()
-        assert (reset.event, reset.data, reset.id) == ("reset", {"type": "reset", "room": "a"}, cursor(a=ZERO, b=ZERO))
+        assert (reset.event, reset.data, reset.ids) == ("reset", {"type": "reset", "room": "a"}, cursor(a=ZERO, b=ZERO))
         got = await back.events(6)
         assert [(e.event, e.data["id"]) for e in got] == [("publish", i) for i in a_ids[4:]] + [("publish", b_id)]
-        assert got[-1].id == cursor(a=a_ids[-1], b=b_id)
+        assert got[-1].ids == cursor(a=a_ids[-1], b=b_id)
         # Live afterwards, nothing twice.
         nxt = await publish_room(gw, "a", "next")
         [e] = await back.events(1)
@@ -195,7 +195,7 @@ def test_reset_when_history_no_longer_reaches(start_gateway):
         assert (reset.event, reset.data) == ("reset", {"type": "reset", "room": "a"})
         fid = await publish_room(fresh, "a", "new life")
         [e] = await f.events(1)
-        assert (e.event, e.data["id"], e.id) == ("publish", fid, cursor(a=fid))
+        assert (e.event, e.data["id"], e.ids) == ("publish", fid, cursor(a=fid))
 
     run_backend(body)
 

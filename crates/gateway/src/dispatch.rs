@@ -1,6 +1,6 @@
 //! The dispatcher: where every frame the broker delivers to this node starts its
 //! fan-out to local sessions ([`crate::hub::Hub`]), and where the broker's link going
-//! down and up is noticed.
+//! down and up is noticed and its gap repaired ([`crate::gap_repair`]).
 
 use std::sync::Arc;
 
@@ -17,26 +17,28 @@ use crate::node::Node;
 /// one place where delivery starts: the frame is checked as UTF-8 once and then
 /// shared by reference with every recipient.
 pub async fn run(node: Arc<Node>, mut events: mpsc::Receiver<BrokerEvent>) {
+    // The gap the link is in (0: none yet) and the repair of the last one.
+    let mut gap = 0;
+    let mut repair: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(event) = events.recv().await {
         match event {
             BrokerEvent::Message { channel, frame } => dispatch(&node, &channel, frame),
             BrokerEvent::Down => {
                 node.metrics.broker_up.set(0);
                 node.metrics.broker_disconnects.inc();
+                // Every frame of the lost link has been dispatched (events arrive in
+                // order): from here on the rooms hold what arrives until refilled.
+                gap = node.hub.hold_all();
+                if let Some(r) = repair.take() {
+                    r.abort();
+                }
             }
             BrokerEvent::Up => {
                 node.metrics.broker_up.set(1);
-                // The broker resubscribed what it knew; make sure every channel a
-                // local session needs is there, including ones whose subscription
-                // failed during the outage.
-                let node = node.clone();
-                tokio::spawn(async move {
-                    for channel in node.hub.channels() {
-                        if let Err(e) = node.subs.ensure(&channel).await {
-                            tracing::warn!(%channel, error = %e, "resubscribe failed");
-                        }
-                    }
-                });
+                if let Some(r) = repair.take() {
+                    r.abort();
+                }
+                repair = Some(tokio::spawn(crate::gap_repair::run(node.clone(), gap)));
             }
         }
     }

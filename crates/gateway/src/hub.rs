@@ -10,26 +10,77 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use wsgate_broker::Channel;
+use wsgate_broker::{Channel, RoomState};
 use wsgate_protocol::server::frame_id;
 use wsgate_protocol::MessageId;
 
 use crate::handle::{SessionHandle, SlowConsumer};
 use crate::queue::Outbound;
 
+mod gap;
+pub use gap::{Finished, GapStart, Refill};
+
 /// Local sessions by room and by user.
-#[derive(Default)]
 pub struct Hub {
     /// A std mutex: it is held only for map updates and `try_send`s, never across an
     /// `.await`.
     state: Mutex<State>,
+    /// Most a room may hold back while it is refilled after a gap.
+    hold_cap: PendingCap,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(PendingCap {
+            frames: 4096,
+            bytes: 4 << 20,
+        })
+    }
 }
 
 #[derive(Default)]
 struct State {
-    rooms: HashMap<String, HashMap<u64, RoomMember>>,
+    rooms: HashMap<String, Room>,
     users: HashMap<String, HashMap<u64, SessionHandle>>,
     all: HashMap<u64, SessionHandle>,
+    /// Counts the broker's gaps: a refill started for one gap does not end the hold
+    /// of a later one.
+    gap: u64,
+}
+
+/// One room's local members and where its stream of stored frames stands.
+#[derive(Default)]
+struct Room {
+    members: HashMap<u64, RoomMember>,
+    /// The newest stored id handed to the members, in the epoch the first finished
+    /// join read: where a refill after a broker gap starts. `None` until a join of
+    /// the room finished.
+    mark: Option<Mark>,
+    /// After a refill up to this id, stored frames up to it that were still on their
+    /// way (received before the hold ended, dispatched after) are dropped. Cleared by
+    /// the first newer id.
+    skip_through: Option<MessageId>,
+    /// While the room is refilled after a gap, live frames wait here.
+    held: Option<Held>,
+}
+
+/// Where a room's members stand in its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The history's epoch.
+    pub epoch: String,
+    /// The newest stored id the members were handed (or joined after).
+    pub id: MessageId,
+}
+
+/// Live frames held back while a room is refilled.
+struct Held {
+    /// The gap this hold belongs to.
+    gap: u64,
+    frames: Vec<Utf8Bytes>,
+    bytes: usize,
+    /// Frames arrived past the bound and were dropped: the refill must read again.
+    overflowed: bool,
 }
 
 struct RoomMember {
@@ -68,9 +119,13 @@ pub struct Fanout {
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty hub whose rooms hold back at most `hold_cap` while they are
+    /// refilled after a broker gap.
+    pub fn new(hold_cap: PendingCap) -> Self {
+        Hub {
+            state: Mutex::new(State::default()),
+            hold_cap,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -108,7 +163,7 @@ impl Hub {
     /// [`Hub::finish_join`]. Returns `true` when it is the room's first local member.
     pub fn join(&self, room: &str, handle: &SessionHandle, pending_cap: PendingCap) -> bool {
         let mut st = self.lock();
-        let members = st.rooms.entry(room.to_owned()).or_default();
+        let members = &mut st.rooms.entry(room.to_owned()).or_default().members;
         let first = members.is_empty();
         members.insert(
             handle.id,
@@ -125,7 +180,8 @@ impl Hub {
 
     /// Sends `head` (the replay and `joined`), then the frames held back since
     /// [`Hub::join`] except those with ids up to `seen`, as one batch, and makes the
-    /// member live.
+    /// member live. `state` is the room's state the join read (after the node
+    /// subscribed): the first finished join of a room sets where a refill would start.
     ///
     /// # Errors
     /// [`SlowConsumer`] when the queue was full (the session is being closed).
@@ -135,9 +191,19 @@ impl Hub {
         id: u64,
         mut head: Vec<Utf8Bytes>,
         seen: Option<MessageId>,
+        state: &RoomState,
     ) -> Result<(), SlowConsumer> {
         let mut st = self.lock();
-        let Some(member) = st.rooms.get_mut(room).and_then(|m| m.get_mut(&id)) else {
+        let Some(entry) = st.rooms.get_mut(room) else {
+            return Ok(());
+        };
+        if entry.mark.is_none() {
+            entry.mark = Some(Mark {
+                epoch: state.epoch.clone(),
+                id: state.last_id.unwrap_or(MessageId::ZERO),
+            });
+        }
+        let Some(member) = entry.members.get_mut(&id) else {
             return Ok(());
         };
         let pending = member.pending.take().unwrap_or_default();
@@ -159,11 +225,11 @@ impl Hub {
     /// member left (the node may stop listening on it).
     pub fn leave(&self, room: &str, id: u64) -> bool {
         let mut st = self.lock();
-        let Some(members) = st.rooms.get_mut(room) else {
+        let Some(entry) = st.rooms.get_mut(room) else {
             return false;
         };
-        members.remove(&id);
-        if members.is_empty() {
+        entry.members.remove(&id);
+        if entry.members.is_empty() {
             st.rooms.remove(room);
             true
         } else {
@@ -195,8 +261,9 @@ impl Hub {
         let st = self.lock();
         st.rooms
             .iter()
-            .flat_map(|(room, members)| {
-                members
+            .flat_map(|(room, entry)| {
+                entry
+                    .members
                     .values()
                     .filter_map(|m| m.handle.presence.clone())
                     .map(move |p| (room.clone(), p))
@@ -245,39 +312,12 @@ impl Hub {
                 }
             }
             Channel::Room(r) => {
-                let Some(members) = st.rooms.get_mut(r) else {
+                let Some(entry) = st.rooms.get_mut(r) else {
                     return out;
                 };
-                // The id is read (off the frame's prefix) only when a join is pending.
-                let mut id: Option<Option<MessageId>> = None;
-                for m in members.values_mut() {
-                    match &mut m.pending {
-                        None => {
-                            if let Some(through) = m.skip_through {
-                                match *id.get_or_insert_with(|| frame_id(frame.as_str())) {
-                                    Some(fid) if fid <= through => continue,
-                                    Some(_) => m.skip_through = None,
-                                    None => {}
-                                }
-                            }
-                            offer(&mut out, &m.handle)
-                        }
-                        Some(pending) => {
-                            if pending.len() >= m.pending_cap.frames
-                                || m.pending_bytes + frame.len() > m.pending_cap.bytes
-                            {
-                                m.handle
-                                    .control
-                                    .close(wsgate_protocol::CloseCode::TryAgainLater);
-                                out.slow += 1;
-                                continue;
-                            }
-                            let fid = *id.get_or_insert_with(|| frame_id(frame.as_str()));
-                            pending.push((fid, frame.clone()));
-                            m.pending_bytes += frame.len();
-                            out.delivered += 1;
-                        }
-                    }
+                match &mut entry.held {
+                    Some(held) => held.push(frame, self.hold_cap),
+                    None => entry.deliver(frame, &mut out),
                 }
             }
         }
@@ -285,191 +325,55 @@ impl Hub {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-    use tokio_util::sync::CancellationToken;
-
-    use crate::handle::Control;
-    use crate::queue::Queue;
-
-    /// The consumer side of a session's queue, as the tests read it.
-    struct Rx(Arc<Queue>);
-
-    impl Rx {
-        fn try_recv(&mut self) -> Result<Outbound, ()> {
-            self.0.try_pop().ok_or(())
-        }
-    }
-
-    fn cap(frames: usize) -> PendingCap {
-        PendingCap {
-            frames,
-            bytes: 1 << 20,
-        }
-    }
-
-    fn session(id: u64, cap: usize) -> (SessionHandle, Rx) {
-        let queue = Queue::new(cap, 1 << 20);
-        let control = Arc::new(Control::new(CancellationToken::new()));
-        (
-            SessionHandle {
-                id,
-                key: Arc::from(format!("s{id}")),
-                queue: queue.clone(),
-                control,
-                presence: None,
-            },
-            Rx(queue),
-        )
-    }
-
-    fn text(o: Outbound) -> Vec<String> {
-        match o {
-            Outbound::Frame(f) => vec![f.to_string()],
-            Outbound::Batch(fs) => fs.into_iter().map(|f| f.to_string()).collect(),
-            Outbound::Binary(_) => panic!("the hub never queues binary frames"),
-        }
-    }
-
-    fn msg(id: &str) -> Utf8Bytes {
-        Utf8Bytes::from(format!(r#"{{"type":"message","id":"{id}","room":"r"}}"#))
-    }
-
-    #[test]
-    fn fanout_hands_the_same_bytes_to_live_members_only_of_that_room() {
-        let hub = Hub::new();
-        let (a, mut ra) = session(1, 8);
-        let (b, mut rb) = session(2, 8);
-        let (c, mut rc) = session(3, 8);
-        assert!(hub.join("r", &a, cap(8)));
-        assert!(!hub.join("r", &b, cap(8)));
-        hub.join("other", &c, cap(8));
-        hub.finish_join("r", 1, vec![], None).unwrap();
-        hub.finish_join("r", 2, vec![], None).unwrap();
-        hub.finish_join("other", 3, vec![], None).unwrap();
-        for r in [&mut ra, &mut rb, &mut rc] {
-            assert_eq!(text(r.try_recv().unwrap()), Vec::<String>::new());
-        }
-        let f = msg("1-0");
-        assert_eq!(
-            hub.dispatch(&Channel::Room("r".into()), &f),
-            Fanout {
-                delivered: 2,
-                slow: 0
+impl Room {
+    /// Hands a room's frame to its members: live ones get it (unless a replay or a
+    /// refill already gave it to them), pending joins hold it.
+    fn deliver(&mut self, frame: &Utf8Bytes, out: &mut Fanout) {
+        // The id is read off the frame's prefix once per frame, not per member.
+        let id = frame_id(frame.as_str());
+        if let Some(id) = id {
+            if let Some(through) = self.skip_through {
+                if id <= through {
+                    return;
+                }
+                self.skip_through = None;
             }
-        );
-        match (ra.try_recv().unwrap(), rb.try_recv().unwrap()) {
-            (Outbound::Frame(x), Outbound::Frame(y)) => {
-                assert_eq!(
-                    x.as_str().as_ptr(),
-                    y.as_str().as_ptr(),
-                    "one allocation for all"
-                )
+            if let Some(mark) = &mut self.mark {
+                mark.id = id;
             }
-            _ => panic!("expected frames"),
         }
-        assert!(rc.try_recv().is_err());
-    }
-
-    #[test]
-    fn pending_join_follows_replay_without_duplicates() {
-        let hub = Hub::new();
-        let (a, mut ra) = session(1, 8);
-        hub.join("r", &a, cap(8));
-        // Live frames arrive while the replay is read: 5-0 is also in the replay.
-        hub.dispatch(&Channel::Room("r".into()), &msg("5-0"));
-        hub.dispatch(
-            &Channel::Room("r".into()),
-            &Utf8Bytes::from(r#"{"type":"presence","room":"r"}"#),
-        );
-        hub.dispatch(&Channel::Room("r".into()), &msg("6-0"));
-        assert!(ra.try_recv().is_err(), "nothing goes out before joined");
-        let head = vec![
-            msg("4-0"),
-            msg("5-0"),
-            Utf8Bytes::from(r#"{"type":"joined"}"#),
-        ];
-        hub.finish_join("r", 1, head, Some(MessageId::new(5, 0)))
-            .unwrap();
-        let got = text(ra.try_recv().unwrap());
-        let ids: Vec<_> = got
-            .iter()
-            .map(|f| frame_id(f).map(|i| i.to_string()))
-            .collect();
-        assert_eq!(
-            ids,
-            vec![
-                Some("4-0".into()),
-                Some("5-0".into()),
-                None,
-                None,
-                Some("6-0".into())
-            ]
-        );
-        assert!(got[2].contains("joined") && got[3].contains("presence"));
-        // A frame published before the replay was read but dispatched only now is
-        // not delivered twice.
-        hub.dispatch(&Channel::Room("r".into()), &msg("5-0"));
-        assert!(ra.try_recv().is_err(), "5-0 was in the replay");
-        // Now live.
-        hub.dispatch(&Channel::Room("r".into()), &msg("7-0"));
-        assert_eq!(text(ra.try_recv().unwrap()), vec![msg("7-0").to_string()]);
-    }
-
-    #[test]
-    fn a_full_queue_closes_only_that_session() {
-        let hub = Hub::new();
-        let (slow, _rs) = session(1, 2);
-        let (fast, mut rf) = session(2, 64);
-        for h in [&slow, &fast] {
-            hub.join("r", h, cap(64));
-            hub.finish_join("r", h.id, vec![], None).unwrap();
+        for m in self.members.values_mut() {
+            match &mut m.pending {
+                None => {
+                    if let (Some(through), Some(fid)) = (m.skip_through, id) {
+                        if fid <= through {
+                            continue;
+                        }
+                        m.skip_through = None;
+                    }
+                    match m.handle.offer(Outbound::Frame(frame.clone())) {
+                        Ok(()) => out.delivered += 1,
+                        Err(SlowConsumer) => out.slow += 1,
+                    }
+                }
+                Some(pending) => {
+                    if pending.len() >= m.pending_cap.frames
+                        || m.pending_bytes + frame.len() > m.pending_cap.bytes
+                    {
+                        m.handle
+                            .control
+                            .close(wsgate_protocol::CloseCode::TryAgainLater);
+                        out.slow += 1;
+                        continue;
+                    }
+                    pending.push((id, frame.clone()));
+                    m.pending_bytes += frame.len();
+                    out.delivered += 1;
+                }
+            }
         }
-        let mut slow_closes = 0;
-        for i in 0..10 {
-            slow_closes += hub
-                .dispatch(&Channel::Room("r".into()), &msg(&format!("{i}-0")))
-                .slow;
-        }
-        assert!(slow.control.token.is_cancelled());
-        assert_eq!(slow.control.code(), Some(1013));
-        assert!(slow_closes >= 1);
-        assert!(!fast.control.token.is_cancelled());
-        let mut n = 0;
-        while let Ok(o) = rf.try_recv() {
-            n += text(o).len();
-        }
-        assert_eq!(n, 10);
-    }
-
-    #[test]
-    fn users_and_broadcast() {
-        let hub = Hub::new();
-        let (a1, mut r1) = session(1, 8);
-        let (a2, mut r2) = session(2, 8);
-        let (b, mut rb) = session(3, 8);
-        assert!(hub.register("alice", &a1));
-        assert!(!hub.register("alice", &a2));
-        assert!(hub.register("bob", &b));
-        let f = Utf8Bytes::from(r#"{"type":"direct"}"#);
-        assert_eq!(
-            hub.dispatch(&Channel::User("alice".into()), &f).delivered,
-            2
-        );
-        assert_eq!(hub.dispatch(&Channel::Broadcast, &f).delivered, 3);
-        assert_eq!(
-            (
-                r1.try_recv().is_ok(),
-                r2.try_recv().is_ok(),
-                rb.try_recv().is_ok()
-            ),
-            (true, true, true)
-        );
-        assert!(!hub.unregister("alice", 1));
-        assert!(hub.needs(&Channel::User("alice".into())));
-        assert!(hub.unregister("alice", 2));
-        assert!(!hub.needs(&Channel::User("alice".into())));
     }
 }
+
+#[cfg(test)]
+mod tests;

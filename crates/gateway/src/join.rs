@@ -111,7 +111,8 @@ impl<'a> RoomJoin<'a> {
     }
 
     /// Queues `head` (the replay and the answer), then the frames held back since the
-    /// start except those up to `seen`, and makes the member live.
+    /// start except those up to `seen`, and makes the member live. `state` is what
+    /// [`RoomJoin::catch_up`] read.
     ///
     /// # Errors
     /// [`SlowConsumer`] when the queue was full (the session is being closed).
@@ -119,11 +120,12 @@ impl<'a> RoomJoin<'a> {
         mut self,
         head: Vec<Utf8Bytes>,
         seen: Option<MessageId>,
+        state: &RoomState,
     ) -> Result<(), SlowConsumer> {
         self.armed = false;
         self.node
             .hub
-            .finish_join(self.room, self.handle.id, head, seen)
+            .finish_join(self.room, self.handle.id, head, seen, state)
     }
 }
 

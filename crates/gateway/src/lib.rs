@@ -6,7 +6,8 @@
 //! sits):
 //!
 //! - [`server`]: the listener, the accept loop and graceful shutdown; it starts the
-//!   node's background tasks: [`dispatch`] (broker events → the hub), [`heartbeat`]
+//!   node's background tasks: [`dispatch`] (broker events → the hub, and
+//!   [`gap_repair`] when the broker's link had a gap), [`heartbeat`]
 //!   (the cluster registry), [`stats_room`] (the dashboard's feed) and
 //!   [`presence_retry`] (presence removals that failed, retried until they hold).
 //! - [`router`]: every HTTP request to its handler: [`upgrade`] (the `/ws` handshake),
@@ -34,6 +35,7 @@ pub mod config;
 pub mod count_ticker;
 pub mod dispatch;
 pub mod echo;
+pub mod gap_repair;
 pub mod grace_queue;
 pub mod handle;
 pub mod health;

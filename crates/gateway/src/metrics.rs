@@ -45,6 +45,12 @@ pub struct Metrics {
     pub broker_disconnects: Counter,
     /// Client frames refused with `unavailable` because the broker failed.
     pub broker_errors: Counter,
+    /// Rooms refilled in place from their history after a broker gap.
+    pub gap_refills: Counter,
+    /// Stored messages a refill delivered (counted once per message, not per member).
+    pub gap_refilled_messages: Counter,
+    /// Rooms whose members were told `resync` after a gap that could not be refilled.
+    pub gap_resyncs: Counter,
     /// Presence removals that failed and wait for a retry.
     pub presence_removals_pending: Gauge,
     /// Presence removals that held on a retry.
@@ -78,6 +84,9 @@ impl Metrics {
             broker_up: Gauge::default(),
             broker_disconnects: Counter::default(),
             broker_errors: Counter::default(),
+            gap_refills: Counter::default(),
+            gap_refilled_messages: Counter::default(),
+            gap_resyncs: Counter::default(),
             presence_removals_pending: Gauge::default(),
             presence_retries: Counter::default(),
             presence_removals_lost: Counter::default(),
@@ -148,6 +157,21 @@ impl Metrics {
             "broker_errors",
             "Client frames refused because the broker failed",
             m.broker_errors.clone(),
+        );
+        registry.register(
+            "gap_refills",
+            "Rooms refilled in place from their history after a broker gap",
+            m.gap_refills.clone(),
+        );
+        registry.register(
+            "gap_refilled_messages",
+            "Stored messages delivered by refills after broker gaps",
+            m.gap_refilled_messages.clone(),
+        );
+        registry.register(
+            "gap_resyncs",
+            "Rooms told resync after a broker gap that could not be refilled",
+            m.gap_resyncs.clone(),
         );
         registry.register(
             "presence_removals_pending",

@@ -83,7 +83,10 @@ impl Node {
             presence: backend.presence,
             inbox: backend.inbox,
             registry: backend.registry,
-            hub: Hub::new(),
+            hub: Hub::new(crate::hub::PendingCap {
+                frames: config.send_queue.max(1024),
+                bytes: config.replay_max_bytes(),
+            }),
             metrics,
             auth,
             capacity: Capacity::new(config.max_connections, config.max_connections_per_ip),

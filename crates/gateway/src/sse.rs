@@ -182,9 +182,9 @@ async fn run(
         if !ok {
             break;
         }
-        match join(&node, &handle, room, resume.get(room)).await {
-            Ok(start) => {
-                cursor.set(room, start);
+        match join(&node, &handle, room, resume.get(room), resume.epoch(room)).await {
+            Ok((start, epoch)) => {
+                cursor.set_with_epoch(room, start, &epoch);
             }
             Err(e) => {
                 tracing::warn!(%room, error = %e, "sse subscription failed; closing the stream");
@@ -253,20 +253,27 @@ async fn run(
 }
 
 /// Joins one room of the stream, resuming after `since` when the stream's cursor
-/// named the room. Returns where the room's part of the cursor starts: `since` when
-/// the replay is complete; `0-0` after a `reset`, when it is not.
+/// named the room. Returns where the room's part of the cursor starts, and its epoch:
+/// `since` when the replay is complete and in the cursor's epoch; `0-0` after a
+/// `reset`, when it is not (then the replay is what history holds, from its start).
 async fn join(
     node: &Arc<Node>,
     handle: &crate::handle::SessionHandle,
     room: &str,
     since: Option<MessageId>,
-) -> Result<MessageId, wsgate_broker::Error> {
+    epoch: Option<&str>,
+) -> Result<(MessageId, String), wsgate_broker::Error> {
     let join = RoomJoin::start(node, handle, room).await?;
-    let catch_up = join.catch_up(since).await?;
+    let mut catch_up = join.catch_up(since).await?;
     let (head, start) = match since {
         Some(since) => {
+            let same_epoch = epoch.is_none_or(|e| e == catch_up.state.epoch);
+            if !same_epoch {
+                // Ids of another epoch say nothing about this one: start over.
+                catch_up = join.catch_up(Some(MessageId::ZERO)).await?;
+            }
             let mut head = Vec::with_capacity(catch_up.frames.len() + 1);
-            let start = if catch_up.complete {
+            let start = if catch_up.complete && same_epoch {
                 since
             } else {
                 let reset = ServerFrame::Reset {
@@ -275,7 +282,7 @@ async fn join(
                 head.push(Utf8Bytes::from(reset.encode()));
                 MessageId::ZERO
             };
-            head.extend(catch_up.frames);
+            head.append(&mut catch_up.frames);
             (head, start)
         }
         None => (
@@ -284,8 +291,8 @@ async fn join(
         ),
     };
     // A full queue closes the stream as a slow consumer; the loop notices.
-    let _ = join.finish(head, catch_up.seen);
-    Ok(start)
+    let _ = join.finish(head, catch_up.seen, &catch_up.state);
+    Ok((start, catch_up.state.epoch))
 }
 
 /// Sends one chunk unless the session ends first; a chunk the client does not take

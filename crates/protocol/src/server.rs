@@ -254,6 +254,22 @@ pub enum ServerFrame {
     /// (SSE) The stream's cursor for `room` could not be resumed exactly: what follows
     /// starts over from what history holds.
     Reset { room: String },
+    /// The node's link to the broker had a gap it could not refill from `room`'s
+    /// history (trimmed past it, or lost: `epoch` changed). Reload the room (`history`);
+    /// live messages after `last_id` follow.
+    Resync {
+        room: String,
+        epoch: String,
+        last_id: Option<String>,
+    },
+    /// The node is going away: reconnect after `delay_ms` (a draw from a window, so a
+    /// node's clients do not come back all at once), to `url` when one is given.
+    Reconnect {
+        delay_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        reason: String,
+    },
     /// (SSE) The stream's token expired: the stream ends here (WebSocket sessions are
     /// closed with 1008 instead).
     Expired {},

@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::id::MessageId;
 use crate::names;
-use crate::server::{frame_type, stored_room_id};
+use crate::server::{frame_type, stored_room_id, ServerFrame};
 
 /// The frame types an SSE stream carries; other frames are not sent.
 pub const EVENTS: [&str; 6] = [
@@ -26,10 +26,23 @@ pub const EVENTS: [&str; 6] = [
 /// A comment line that keeps proxies from closing an idle stream.
 pub const KEEPALIVE: &str = ": keepalive\n\n";
 
-/// A position in every room of a stream: `room=ID;room=ID`. Room names cannot hold
-/// `;` or `=`, so the format needs no escaping.
+/// A position in every room of a stream: `room=ID@EPOCH;room=ID@EPOCH`. Room names
+/// cannot hold `;`, `=` or `@`, nor can epochs, so the format needs no escaping. The
+/// epoch is optional (cursors of older servers have none); a resume whose epoch is not
+/// the room's any more gets `reset` instead of a gap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cursor(Vec<(String, MessageId)>);
+pub struct Cursor(Vec<Position>);
+
+/// One room's part of a [`Cursor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The room.
+    pub room: String,
+    /// The newest id of the room the stream delivered (or started after).
+    pub id: MessageId,
+    /// The room's epoch `id` belongs to, when known.
+    pub epoch: Option<String>,
+}
 
 impl Cursor {
     /// An empty cursor.
@@ -37,45 +50,78 @@ impl Cursor {
         Cursor::default()
     }
 
-    /// Parses `a=ID;b=ID`; unknown or malformed parts are ignored.
+    /// Parses `a=ID@EPOCH;b=ID`; unknown or malformed parts are ignored, and so is a
+    /// malformed epoch (the position is kept without it).
     pub fn parse(s: &str) -> Self {
         Cursor(
             s.split(';')
                 .filter_map(|part| {
-                    let (room, id) = part.trim().split_once('=')?;
+                    let (room, pos) = part.trim().split_once('=')?;
+                    let (id, epoch) = match pos.split_once('@') {
+                        Some((id, epoch)) => (id, names::valid_room(epoch).then_some(epoch)),
+                        None => (pos, None),
+                    };
                     let id = id.parse().ok()?;
-                    names::valid_room(room).then(|| (room.to_owned(), id))
+                    names::valid_room(room).then(|| Position {
+                        room: room.to_owned(),
+                        id,
+                        epoch: epoch.map(str::to_owned),
+                    })
                 })
                 .collect(),
         )
     }
 
-    /// The position in `room`, if the cursor names it.
-    pub fn get(&self, room: &str) -> Option<MessageId> {
-        self.0.iter().find(|(r, _)| r == room).map(|(_, id)| *id)
+    fn find(&self, room: &str) -> Option<&Position> {
+        self.0.iter().find(|p| p.room == room)
     }
 
-    /// Sets the position in `room` (added at the end when new).
+    /// The position in `room`, if the cursor names it.
+    pub fn get(&self, room: &str) -> Option<MessageId> {
+        self.find(room).map(|p| p.id)
+    }
+
+    /// The epoch of the position in `room`, if the cursor names one.
+    pub fn epoch(&self, room: &str) -> Option<&str> {
+        self.find(room).and_then(|p| p.epoch.as_deref())
+    }
+
+    /// Sets the position in `room` (added at the end when new), keeping its epoch.
     pub fn set(&mut self, room: &str, id: MessageId) {
-        match self.0.iter_mut().find(|(r, _)| r == room) {
-            Some(entry) => entry.1 = id,
-            None => self.0.push((room.to_owned(), id)),
+        match self.0.iter_mut().find(|p| p.room == room) {
+            Some(entry) => entry.id = id,
+            None => self.0.push(Position {
+                room: room.to_owned(),
+                id,
+                epoch: None,
+            }),
         }
     }
 
-    /// Every (room, id), in order.
-    pub fn entries(&self) -> &[(String, MessageId)] {
+    /// Sets the position in `room` and the epoch it belongs to.
+    pub fn set_with_epoch(&mut self, room: &str, id: MessageId, epoch: &str) {
+        self.set(room, id);
+        if let Some(entry) = self.0.iter_mut().find(|p| p.room == room) {
+            entry.epoch = names::valid_room(epoch).then(|| epoch.to_owned());
+        }
+    }
+
+    /// Every position, in order.
+    pub fn entries(&self) -> &[Position] {
         &self.0
     }
 }
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (room, id)) in self.0.iter().enumerate() {
+        for (i, p) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str(";")?;
             }
-            write!(f, "{room}={id}")?;
+            write!(f, "{}={}", p.room, p.id)?;
+            if let Some(epoch) = &p.epoch {
+                write!(f, "@{epoch}")?;
+            }
         }
         Ok(())
     }
@@ -96,6 +142,9 @@ pub fn id_only(cursor: &Cursor) -> String {
 /// of its rooms; `None` for frames SSE does not carry.
 pub fn event(frame: &str, cursor: &mut Cursor) -> Option<String> {
     let kind = frame_type(frame)?;
+    if kind == "resync" {
+        return resync(frame, cursor);
+    }
     if !EVENTS.contains(&kind) {
         return None;
     }
@@ -116,6 +165,27 @@ pub fn event(frame: &str, cursor: &mut Cursor) -> Option<String> {
     Some(out)
 }
 
+/// A live gap the node could not refill: the stream says `reset` for the room and its
+/// cursor moves to the room's newest id in its (new) epoch, after which live events
+/// follow. The frame is parsed: it is rare.
+fn resync(frame: &str, cursor: &mut Cursor) -> Option<String> {
+    let ServerFrame::Resync {
+        room,
+        epoch,
+        last_id,
+    } = serde_json::from_str(frame).ok()?
+    else {
+        return None;
+    };
+    cursor.get(&room)?;
+    let id = last_id
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(MessageId::ZERO);
+    cursor.set_with_epoch(&room, id, &epoch);
+    let reset = ServerFrame::Reset { room }.encode();
+    Some(format!("event: reset\nid: {cursor}\ndata: {reset}\n\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,11 +193,16 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_ignore_garbage() {
         let c = Cursor::parse("a=1-0;b.c=1700000000000-12;bad;x=nope;=1-0; d = 2-3");
+        let pairs: Vec<_> = c
+            .entries()
+            .iter()
+            .map(|p| (p.room.as_str(), p.id))
+            .collect();
         assert_eq!(
-            c.entries(),
-            &[
-                ("a".to_owned(), MessageId::new(1, 0)),
-                ("b.c".to_owned(), MessageId::new(1_700_000_000_000, 12)),
+            pairs,
+            [
+                ("a", MessageId::new(1, 0)),
+                ("b.c", MessageId::new(1_700_000_000_000, 12)),
             ]
         );
         assert_eq!(c.to_string(), "a=1-0;b.c=1700000000000-12");
@@ -154,5 +229,57 @@ mod tests {
         assert!(event(typing, &mut cursor).is_none());
         assert_eq!(id_only(&cursor), "id: a=9-1;b=5-0\n\n");
         assert_eq!(retry(3000), "retry: 3000\n\n");
+    }
+
+    #[test]
+    fn cursors_carry_epochs() {
+        let c = Cursor::parse("a=1-0@abc-12;b=2-0;c=3-0@bad;epoch;d=4-0@");
+        assert_eq!(c.epoch("a"), Some("abc-12"));
+        assert_eq!(c.get("a"), Some(MessageId::new(1, 0)));
+        assert_eq!(c.epoch("b"), None);
+        // `bad;epoch` splits at `;`: c keeps its epoch "bad", and "epoch" is no part.
+        assert_eq!(c.epoch("c"), Some("bad"));
+        assert_eq!(c.get("d"), Some(MessageId::new(4, 0)));
+        assert_eq!(c.epoch("d"), None, "an empty epoch is no epoch");
+        assert_eq!(c.to_string(), "a=1-0@abc-12;b=2-0;c=3-0@bad;d=4-0");
+        let mut c = Cursor::new();
+        c.set_with_epoch("r", MessageId::new(5, 0), "e1");
+        c.set("r", MessageId::new(6, 0));
+        assert_eq!(c.to_string(), "r=6-0@e1");
+    }
+
+    #[test]
+    fn a_resync_becomes_a_reset_that_moves_the_cursor() {
+        let mut cursor = Cursor::new();
+        cursor.set_with_epoch("a", MessageId::new(5, 0), "old");
+        let f = ServerFrame::Resync {
+            room: "a".into(),
+            epoch: "new-1".into(),
+            last_id: Some("9-0".into()),
+        }
+        .encode();
+        assert_eq!(
+            event(&f, &mut cursor).unwrap(),
+            "event: reset\nid: a=9-0@new-1\ndata: {\"type\":\"reset\",\"room\":\"a\"}\n\n"
+        );
+        let empty = ServerFrame::Resync {
+            room: "a".into(),
+            epoch: "new-2".into(),
+            last_id: None,
+        }
+        .encode();
+        assert!(event(&empty, &mut cursor)
+            .unwrap()
+            .contains("id: a=0-0@new-2\n"));
+        let other = ServerFrame::Resync {
+            room: "z".into(),
+            epoch: "e".into(),
+            last_id: None,
+        }
+        .encode();
+        assert!(
+            event(&other, &mut cursor).is_none(),
+            "not a room of the stream"
+        );
     }
 }

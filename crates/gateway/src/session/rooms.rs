@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use wsgate_broker::{Added, Channel, MembersPage};
+use wsgate_broker::{Added, Channel, MembersPage, RoomState};
 use wsgate_protocol::server::{Member, PresenceEvent, PresenceMode, ServerFrame};
 use wsgate_protocol::{ErrorCode, FrameError, MessageId};
 
@@ -119,6 +119,10 @@ impl Session {
         let replayed = head.len() as u64;
         let state = catch_up.state;
         let joined_at = (state.epoch.clone(), state.last_id);
+        let mark = RoomState {
+            epoch: state.epoch.clone(),
+            last_id: state.last_id,
+        };
         let (members, members_count, members_more, presence) =
             self.joined_members(mode, change.count, change.over, page.members);
         let joined = ServerFrame::Joined {
@@ -144,7 +148,7 @@ impl Session {
             change,
         )
         .await;
-        if join.finish(head, catch_up.seen).is_ok() {
+        if join.finish(head, catch_up.seen, &mark).is_ok() {
             node.metrics.frames_out("message", replayed);
             node.metrics.frames_out("joined", 1);
         }

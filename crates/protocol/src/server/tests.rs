@@ -102,3 +102,40 @@ fn type_comes_first() {
     .encode();
     assert_eq!(e, r#"{"type":"error","code":"not_member","message":"m"}"#);
 }
+
+#[test]
+fn resync_and_reconnect_frames() {
+    let f = ServerFrame::Resync {
+        room: "r".into(),
+        epoch: "e1".into(),
+        last_id: Some("5-0".into()),
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&f.encode()).unwrap(),
+        json!({"type":"resync","room":"r","epoch":"e1","last_id":"5-0"})
+    );
+    let empty = ServerFrame::Resync {
+        room: "r".into(),
+        epoch: "e2".into(),
+        last_id: None,
+    };
+    assert!(empty.encode().contains(r#""last_id":null"#));
+    let hint = ServerFrame::Reconnect {
+        delay_ms: 1200,
+        url: None,
+        reason: "draining".into(),
+    };
+    assert_eq!(
+        hint.encode(),
+        r#"{"type":"reconnect","delay_ms":1200,"reason":"draining"}"#
+    );
+    let with_url = ServerFrame::Reconnect {
+        delay_ms: 0,
+        url: Some("wss://example.com/ws".into()),
+        reason: "draining".into(),
+    };
+    assert!(matches!(
+        serde_json::from_str::<ServerFrame>(&with_url.encode()).unwrap(),
+        ServerFrame::Reconnect { url: Some(_), .. }
+    ));
+}
