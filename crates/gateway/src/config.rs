@@ -182,6 +182,29 @@ pub struct Config {
     #[arg(long, env = "WSGATE_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
 
+    /// A draining node closes its sessions (1001) one by one, evenly over this many
+    /// milliseconds (faster when it has few: at least 100 a second; at most half the
+    /// shutdown timeout), so their reconnections do not reach the other nodes all at
+    /// once (0: all at once).
+    #[arg(long, env = "WSGATE_DRAIN_SPREAD_MS", default_value_t = 5000)]
+    pub drain_spread_ms: u64,
+
+    /// Each session closed by a drain first gets `reconnect` with a delay drawn
+    /// uniformly from 0 to this many milliseconds.
+    #[arg(long, env = "WSGATE_RECONNECT_WINDOW_MS", default_value_t = 1000)]
+    pub reconnect_window_ms: u64,
+
+    /// Where the `reconnect` hint sends clients (a `ws://` or `wss://` URL, e.g. the
+    /// load balancer's); unset: the hint names no URL and clients reuse theirs.
+    #[arg(long, env = "WSGATE_RECONNECT_URL")]
+    pub reconnect_url: Option<String>,
+
+    /// New sessions (WebSocket and SSE handshakes) this node admits per second, with
+    /// bursts of as many; beyond it they get 503 with a jittered `Retry-After`
+    /// (0: no limit).
+    #[arg(long, env = "WSGATE_ACCEPT_RATE", default_value_t = 0)]
+    pub accept_rate: u32,
+
     /// Log format.
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -365,12 +388,29 @@ impl Config {
                 crate::namespaces::MAX_HISTORY_TTL_S
             ));
         }
+        if self.reconnect_window_ms > 600_000 {
+            return Err("--reconnect-window-ms must be at most 600000 (ten minutes)".into());
+        }
+        if let Some(url) = &self.reconnect_url {
+            let ok = (url.starts_with("ws://") || url.starts_with("wss://"))
+                && url.len() <= 2048
+                && url.parse::<http::Uri>().is_ok();
+            if !ok {
+                return Err("--reconnect-url must be a ws:// or wss:// URL".into());
+            }
+        }
         if self.presence_grace_ms > MAX_PRESENCE_GRACE_MS {
             return Err(format!(
                 "--presence-grace-ms must be at most {MAX_PRESENCE_GRACE_MS} (one hour; 0 disables it)"
             ));
         }
         Ok(())
+    }
+
+    /// The drain spread in effect: `--drain-spread-ms`, at most half the shutdown
+    /// timeout (the other half is for the last sessions' queues and the grace).
+    pub fn drain_spread(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.drain_spread_ms.min(self.shutdown_timeout_ms / 2))
     }
 
     /// Checks the flags ([`Config::validate`]) and reads the config file into

@@ -271,6 +271,11 @@ impl Hub {
             .collect()
     }
 
+    /// Every local session (WebSocket sessions and SSE streams).
+    pub fn sessions(&self) -> Vec<SessionHandle> {
+        self.lock().all.values().cloned().collect()
+    }
+
     /// Whether `room` has local members.
     pub fn has_room(&self, room: &str) -> bool {
         self.lock().rooms.contains_key(room)

@@ -5,7 +5,8 @@
 //! The route of a room message, top to bottom (each file's first line says where it
 //! sits):
 //!
-//! - [`server`]: the listener, the accept loop and graceful shutdown; it starts the
+//! - [`server`]: the listener, the accept loop and graceful shutdown ([`drain`]
+//!   closes sessions one by one, [`admission`] paces new ones); it starts the
 //!   node's background tasks: [`dispatch`] (broker events → the hub, and
 //!   [`gap_repair`] when the broker's link had a gap), [`heartbeat`]
 //!   (the cluster registry), [`stats_room`] (the dashboard's feed) and
@@ -26,6 +27,7 @@
 //!   [`ratelimit`], [`clock`], [`reserved`] (room names with a meaning),
 //!   [`pending_removals`] (presence removals waiting for a retry).
 
+pub mod admission;
 pub mod announce;
 pub mod api;
 pub mod assets;
@@ -34,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod count_ticker;
 pub mod dispatch;
+pub mod drain;
 pub mod echo;
 pub mod gap_repair;
 pub mod grace_queue;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub broker_disconnects: Counter,
     /// Client frames refused with `unavailable` because the broker failed.
     pub broker_errors: Counter,
+    /// New sessions refused by `--accept-rate` (503 with `Retry-After`).
+    pub admission_refusals: Counter,
     /// Rooms refilled in place from their history after a broker gap.
     pub gap_refills: Counter,
     /// Stored messages a refill delivered (counted once per message, not per member).
@@ -84,6 +86,7 @@ impl Metrics {
             broker_up: Gauge::default(),
             broker_disconnects: Counter::default(),
             broker_errors: Counter::default(),
+            admission_refusals: Counter::default(),
             gap_refills: Counter::default(),
             gap_refilled_messages: Counter::default(),
             gap_resyncs: Counter::default(),
@@ -157,6 +160,11 @@ impl Metrics {
             "broker_errors",
             "Client frames refused because the broker failed",
             m.broker_errors.clone(),
+        );
+        registry.register(
+            "admission_refusals",
+            "New sessions refused by the accept rate",
+            m.admission_refusals.clone(),
         );
         registry.register(
             "gap_refills",

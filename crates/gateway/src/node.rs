@@ -43,6 +43,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Token verification.
     pub auth: Authenticator,
+    /// New sessions a second (`--accept-rate`).
+    pub admission: crate::admission::Admission,
     /// Connection counts and limits.
     pub capacity: Arc<Capacity>,
     /// Presence removals that failed, waiting for a retry.
@@ -89,6 +91,7 @@ impl Node {
             }),
             metrics,
             auth,
+            admission: crate::admission::Admission::new(config.accept_rate),
             capacity: Capacity::new(config.max_connections, config.max_connections_per_ip),
             removals: PendingRemovals::default(),
             counts: CountTicker::default(),

@@ -96,13 +96,19 @@ impl Server {
         // frames and then 1001. The listener stays open until the drain ends, so load
         // balancers see 503s rather than refused connections.
         node.draining.store(true, Ordering::Release);
-        node.root.cancel();
-        node.tracker.close();
         let deadline = Duration::from_millis(node.config.shutdown_timeout_ms);
         let started = std::time::Instant::now();
+        // Sessions closed one by one, each told when to come back; then the rest.
+        // The listener keeps answering meanwhile (503 to new handshakes).
+        tokio::select! {
+            _ = tokio::time::timeout(deadline, crate::drain::spread(&node)) => {}
+            _ = &mut accept => {}
+        }
+        node.root.cancel();
+        node.tracker.close();
         let drained = tokio::select! {
             _ = node.tracker.wait() => true,
-            _ = tokio::time::sleep(deadline) => false,
+            _ = tokio::time::sleep(deadline.saturating_sub(started.elapsed())) => false,
             _ = &mut accept => true,
         };
         if !drained {

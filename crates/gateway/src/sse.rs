@@ -129,6 +129,10 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
         .extensions()
         .get::<std::net::SocketAddr>()
         .map(|peer| crate::proxy::client_ip(peer.ip(), headers, &node.config.trusted_proxies));
+    if let Err(retry) = node.admission.admit(std::time::Instant::now()) {
+        node.metrics.admission_refusals.inc();
+        return crate::admission::refusal(retry);
+    }
     let slot = match node.capacity.reserve(client) {
         Ok(slot) => slot,
         Err(refused) => return refused.response(),

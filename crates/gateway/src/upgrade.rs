@@ -183,6 +183,10 @@ where
     let client = req.extensions().get::<std::net::SocketAddr>().map(|peer| {
         crate::proxy::client_ip(peer.ip(), req.headers(), &node.config.trusted_proxies)
     });
+    if let Err(retry) = node.admission.admit(std::time::Instant::now()) {
+        node.metrics.admission_refusals.inc();
+        return crate::admission::refusal(retry);
+    }
     let slot = match node.capacity.reserve(client) {
         Ok(slot) => slot,
         Err(refused) => {
