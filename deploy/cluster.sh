@@ -7,12 +7,17 @@
 #   deploy/cluster.sh scale N     add nodes, or drain the highest ones (SIGTERM: 1001 to
 #                                 their clients, who come back through nginx); nginx is
 #                                 reloaded without dropping connections to the others
+#   deploy/cluster.sh restart     rolling restart: each node in turn is drained (SIGTERM:
+#                                 its sessions close one by one over --drain-spread-ms,
+#                                 each told when to come back), started again under the
+#                                 same id and port, and waited for /readyz before the next
 #   deploy/cluster.sh down        drain every node, stop nginx and Redis
 #
 # Ports: nginx on CLUSTER_PORT (default 8080), Redis on CLUSTER_PORT+1, node i on
 # CLUSTER_PORT+1+i. Pid files, logs and the generated nginx config live in CLUSTER_DIR
 # (default target/cluster). WSGATE_BIN names the binary (default: a release build,
 # made when missing); WSGATE_NODE_ARGS adds flags to every node (e.g. a heartbeat).
+# Nodes admit at most WSGATE_ACCEPT_RATE new sessions a second (default 500 here).
 # redis-server and nginx are installed with apt-get when missing.
 set -euo pipefail
 
@@ -86,6 +91,7 @@ start_node() {
     p=$(node_port "$i")
     if alive "$run/gw-$i.pid"; then return; fi
     # shellcheck disable=SC2086 # WSGATE_NODE_ARGS is a list of flags
+    WSGATE_ACCEPT_RATE=${WSGATE_ACCEPT_RATE:-500} \
     setsid "$bin" --listen "127.0.0.1:$p" --node-id "gw-$i" \
         --redis-url "redis://127.0.0.1:$redis_port" --trusted-proxies 127.0.0.1 \
         --log-format json $node_args >>"$run/gw-$i.log" 2>&1 </dev/null &
@@ -202,6 +208,26 @@ cmd_scale() {
     cmd_status
 }
 
+# One node at a time, so the others absorb its clients: drain it (nginx sends the 503s
+# its draining listener answers to the next node), start it again under the same id
+# (it clears what its previous run left in presence before it takes a join), wait for
+# /readyz. Clients come back within the presence grace: nobody is seen leaving.
+cmd_restart() {
+    local i t0
+    [ -s "$run/nodes" ] || die "no cluster in $run: run 'up' first"
+    need_binary
+    for i in $(nodes); do
+        t0=$SECONDS
+        log "restart: draining gw-$i"
+        stop_node "$i"
+        start_node "$i"
+        wait_ready "$i"
+        log "restart: gw-$i back in $((SECONDS - t0)) s"
+    done
+    log "restart: every node replaced"
+    cmd_status
+}
+
 cmd_down() {
     local i deadline pid
     for i in $(nodes); do stop_node "$i"; done
@@ -228,6 +254,7 @@ case "${1:-}" in
     up) shift; cmd_up "$@" ;;
     status) cmd_status ;;
     scale) shift; cmd_scale "$@" ;;
+    restart) cmd_restart ;;
     down) cmd_down ;;
-    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -3,6 +3,7 @@
 # new set:
 #
 #     deploy/compose-scale.sh N
+#     deploy/compose-scale.sh restart     (a rolling restart: see below)
 #
 # 1. `up -d --no-deps --no-recreate --scale gateway=N gateway`: new replicas are created;
 #    when scaling down, Compose stops the surplus ones with SIGTERM and waits for them
@@ -12,6 +13,11 @@
 # 2. Waits until N gateway containers are running and healthy (GET /readyz is 200).
 # 3. `nginx -s reload` in the nginx container: nginx resolves `gateway` again. The reload
 #    is graceful: connections already open stay on the replica they are on.
+#
+# `restart` replaces the running replicas one at a time: `docker restart` sends SIGTERM
+# (the replica drains: its sessions close one by one, each told when to come back, and
+# reconnect through nginx to the others), starts it again, waits until it is healthy,
+# and reloads nginx (a restarted container may get another address) before the next.
 #
 # Environment:
 #   COMPOSE               the Compose command (default `docker compose`; `docker-compose`
@@ -23,10 +29,10 @@
 # must be set, or Compose would see a changed configuration.
 set -euo pipefail
 
-usage() { echo "usage: $0 N   (N >= 1: the number of gateway replicas)" >&2; exit 2; }
+usage() { echo "usage: $0 N|restart   (N >= 1: the number of gateway replicas)" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 n=$1
-[[ $n =~ ^[1-9][0-9]*$ ]] || usage
+[[ $n =~ ^[1-9][0-9]*$ ]] || [ "$n" = restart ] || usage
 
 if [ -z "${COMPOSE_FILE:-}" ]; then
     cd "$(dirname "$0")/.."
@@ -35,6 +41,30 @@ read -r -a compose <<< "${COMPOSE:-docker compose}"
 timeout_s=${SCALE_TIMEOUT:-120}
 
 say() { printf 'compose-scale: %s\n' "$*"; }
+
+if [ "$n" = restart ]; then
+    ids=$("${compose[@]}" ps -q gateway)
+    [ -n "$ids" ] || { say "no gateway replica is running" >&2; exit 1; }
+    for id in $ids; do
+        short=${id:0:12}
+        say "restarting $short (drains first)"
+        # Longer than the gateway's shutdown timeout, as stop_grace_period is.
+        docker restart --time 20 "$id" >/dev/null
+        deadline=$((SECONDS + timeout_s))
+        until [ "$(docker inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null)" = healthy ]; do
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                say "timed out after ${timeout_s}s waiting for $short to be healthy" >&2
+                exit 1
+            fi
+            sleep 1
+        done
+        "${compose[@]}" exec -T nginx nginx -t -q
+        "${compose[@]}" exec -T nginx nginx -s reload
+        say "$short healthy again; nginx reloaded"
+    done
+    say "every replica restarted"
+    exit 0
+fi
 
 say "scaling gateway to $n"
 "${compose[@]}" up -d --no-deps --no-recreate --scale "gateway=$n" gateway

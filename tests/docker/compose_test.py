@@ -543,6 +543,7 @@ async def scenario_kill(ctx):
 
 
 def scale(n):
+    """``deploy/compose-scale.sh N`` (or ``restart``): exit code, seconds, output tail."""
     env = dict(os.environ, COMPOSE=ARGS.compose, COMPOSE_PROJECT_NAME=ARGS.project)
     t0 = time.monotonic()
     p = subprocess.run(
@@ -601,6 +602,31 @@ async def scenario_scale(ctx):
     ok, detail = await ctx.all_have_everything(ctx.conns, timeout=20)
     check(f"no client lost or duplicated any of the {len(ctx.expected)} messages through the scaling", ok, detail)
     check("the back end could publish during the scaling", len(pub.ids) >= 5, f"{len(pub.ids)} published")
+
+
+async def scenario_restart(ctx):
+    before = await asyncio.to_thread(gateways)
+    pub = Publisher(ctx)
+    pub.start()
+    log("deploy/compose-scale.sh restart (while the back end publishes every 250 ms)")
+    rc, took, out = await asyncio.to_thread(scale, "restart")
+    check(f"compose-scale.sh restart succeeds ({took:.0f}s)", rc == 0, out)
+    after = await asyncio.to_thread(gateways)
+    check("every replica is running and healthy after the rolling restart",
+          len(after) == len(before) and all(v["health"] == "healthy" for v in after.values()), f"{after}")  # fmt: skip
+    # Every client's replica was restarted: each was drained (1001) and comes back.
+    for c in ctx.conns:
+        await c.wait(lambda c=c: c.state == "closed", 30, "the drain's close")
+    check("every client was drained with close 1001",
+          all(c.closes and c.closes[-1] == 1001 for c in ctx.conns), f"{[(c.cid, c.closes) for c in ctx.conns]}")  # fmt: skip
+    joined = await asyncio.gather(*(c.rejoin(ctx.room) for c in ctx.conns))
+    check("they reconnect and recover exactly (recovered:true)",
+          all(j.get("recovered") is True for j in joined), f"{[(c.cid, j.get('recovered')) for c, j in zip(ctx.conns, joined)]}")  # fmt: skip
+    await pub.stop()
+    log(f"the back end published {len(pub.ids)} times during the restart ({pub.refused} refused and retried)")
+    await ctx.chat_round([ctx.conns[0]], "after the rolling restart")
+    ok, detail = await ctx.all_have_everything(ctx.conns, timeout=20)
+    check(f"no client lost or duplicated any of the {len(ctx.expected)} messages through the restart", ok, detail)
 
 
 async def scenario_redis(ctx):
@@ -695,6 +721,7 @@ async def main():
             ("spread and chat", scenario_spread),
             ("kill a replica", scenario_kill),
             ("scale 3 -> 5 -> 3", scenario_scale),
+            ("rolling restart", scenario_restart),
             ("stop and start Redis", scenario_redis),
         ]:
             log(f"=== {name}")

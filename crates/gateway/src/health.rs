@@ -7,12 +7,18 @@ use crate::node::Node;
 use crate::response::{error_response, json_response, Body};
 
 /// `GET /readyz`: 200 while accepting connections with a reachable broker; 503 while
-/// draining or while the broker is down.
+/// draining, while the broker is down, and until the cluster registry took the node's
+/// first report (a node restarted under the same id has cleared its old presence).
 pub async fn readyz(node: &Node) -> Response<Body> {
     if node.is_draining() {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining");
     }
     match node.broker.ping().await {
+        Ok(()) if !node.is_registered() => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "not yet registered in the cluster",
+        ),
         Ok(()) => json_response(
             StatusCode::OK,
             &json!({"status": "ready", "broker": node.broker.kind()}),

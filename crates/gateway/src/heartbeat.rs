@@ -12,14 +12,21 @@ use crate::node::Node;
 /// Reports this node until it shuts down.
 pub async fn run(node: Arc<Node>) {
     let period = Duration::from_millis(node.config.heartbeat_ms / 2).max(Duration::from_millis(50));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Until the first report is taken, joins wait for it: try again soon.
+    let unregistered = period.min(Duration::from_millis(250));
     let mut failing = false;
     // Set while local sessions must be added to presence again, until that holds.
     let mut readd = false;
+    let mut first = true;
     loop {
+        let wait = match (first, node.is_registered()) {
+            (true, _) => Duration::ZERO,
+            (false, true) => period,
+            (false, false) => unregistered,
+        };
+        first = false;
         tokio::select! {
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = node.root.cancelled() => return,
         }
         let report = NodeReport {
@@ -27,6 +34,8 @@ pub async fn run(node: Arc<Node>) {
         };
         match node.registry.heartbeat(report).await {
             Ok(missing) => {
+                node.registered
+                    .store(true, std::sync::atomic::Ordering::Release);
                 if failing {
                     tracing::info!("cluster heartbeat restored");
                     failing = false;
@@ -42,6 +51,21 @@ pub async fn run(node: Arc<Node>) {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// One report before the node serves, bounded in time: with a reachable broker the
+/// node is registered (and has cleared a previous run's presence) before its first
+/// session; otherwise [`run`] registers it once the broker answers.
+pub async fn register(node: &Arc<Node>) {
+    let report = NodeReport { connections: 0 };
+    let first = tokio::time::timeout(Duration::from_secs(5), node.registry.heartbeat(report));
+    match first.await {
+        Ok(Ok(_)) => node
+            .registered
+            .store(true, std::sync::atomic::Ordering::Release),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cluster registry not reachable at start"),
+        Err(_) => tracing::warn!("cluster registry did not answer at start"),
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Node {
     pub grace: GraceQueue,
     /// Set when shutdown starts: `/readyz` answers 503 and handshakes are refused.
     pub draining: AtomicBool,
+    /// Set by the first heartbeat the registry took: by then whatever a previous run
+    /// under this node id left in presence is gone, and joins may add to it.
+    pub registered: AtomicBool,
     /// Source of node-local session ids.
     next_session: AtomicU64,
     /// When the node started.
@@ -97,6 +100,7 @@ impl Node {
             counts: CountTicker::default(),
             grace: GraceQueue::default(),
             draining: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             started: Instant::now(),
             root: CancellationToken::new(),
@@ -118,6 +122,12 @@ impl Node {
     /// Whether the node is shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the cluster registry has taken this node's first report (see
+    /// [`Node::registered`]).
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
     }
 
     /// Whether a session may join `room` without the node going past `--max-rooms`

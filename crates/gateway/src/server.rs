@@ -62,6 +62,9 @@ impl Server {
             // subscribes the broadcast channel as soon as it connects.
             tracing::warn!(error = %e, "broker not reachable at start; retrying in the background");
         }
+        // Registered before the address is announced when the broker answers, so the
+        // first joins need not wait for the heartbeat task's first round.
+        crate::heartbeat::register(&node).await;
         tokio::spawn(crate::heartbeat::run(node.clone()));
         tokio::spawn(crate::stats_room::run(node.clone()));
         tokio::spawn(crate::presence_retry::run(node.clone()));

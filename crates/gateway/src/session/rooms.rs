@@ -66,6 +66,14 @@ impl Session {
         if already {
             return self.rejoin(room, since, epoch, reference).await;
         }
+        if !self.node.is_registered() {
+            // A node restarted under the same id first clears what its previous run
+            // left in presence; a join before that could be cleared with it.
+            return Err(FrameError::new(
+                ErrorCode::Unavailable,
+                "this node is not yet registered in the cluster; retry later",
+            ));
+        }
         if !self.node.room_allowed(&room) {
             return Err(FrameError::new(
                 ErrorCode::TooManyRooms,
