@@ -105,6 +105,9 @@ async fn attempt(
         Refill::Resync(_) => (0, true),
     };
     let finished = node.hub.finish_refill(room, gap, refill);
+    if let Finished::Live(out) = finished {
+        node.metrics.fanout_deliveries.inc_by(out.delivered as u64);
+    }
     if finished != Finished::Stale {
         if resync {
             node.metrics.gap_resyncs.inc();
