@@ -122,7 +122,7 @@ stop_node() {
 gen_nginx() {
     local servers="" i
     for i in $(nodes); do
-        servers+="        server 127.0.0.1:$(node_port "$i") max_fails=1 fail_timeout=5s;\n"
+        servers+="        server 127.0.0.1:$(node_port "$i") max_fails=0;\n"
     done
     [ -n "$servers" ] || servers="        server 127.0.0.1:1 down;\n"
     sed -e "s#^\( *\)server gateway:8080.*#${servers%\\n}#" \

@@ -1,16 +1,17 @@
 //! Admission control: at most `--accept-rate` new sessions (WebSocket and SSE
-//! handshakes) a second on this node. Beyond it a handshake gets 503 with a
+//! handshakes) in any one-second window on this node (a sliding window over the
+//! last `rate` admissions: exact, and a quiet node takes a burst of up to `rate`). Beyond it a handshake gets 503 with a
 //! `Retry-After` drawn at random from a range that grows with how far demand exceeds
 //! the rate, so a reconnection storm is spread over the next seconds instead of being
 //! refused in lockstep, and every client gets in eventually.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Response, StatusCode};
 use rand::Rng;
 
-use crate::ratelimit::TokenBucket;
 use crate::response::{error_response, Body};
 
 /// The longest `Retry-After` given, in seconds.
@@ -24,7 +25,8 @@ pub struct Admission {
 }
 
 struct State {
-    bucket: TokenBucket,
+    /// When the last `rate` sessions were admitted, oldest first.
+    admitted: VecDeque<Instant>,
     /// Refusals in the current one-second window, and when it began: how far demand
     /// exceeds the rate.
     refused: u64,
@@ -32,14 +34,12 @@ struct State {
 }
 
 impl Admission {
-    /// `rate` new sessions a second (0: unlimited), in bursts of a twentieth of it
-    /// (at least one): no one-second window ever admits much more than `rate`.
+    /// `rate` new sessions in any one second (0: unlimited).
     pub fn new(rate: u32) -> Self {
         let now = Instant::now();
         let state = (rate > 0).then(|| {
-            let rate = f64::from(rate);
             Mutex::new(State {
-                bucket: TokenBucket::new(rate, (rate / 20.0).max(1.0), now),
+                admitted: VecDeque::with_capacity(rate as usize),
                 refused: 0,
                 window: now,
             })
@@ -53,7 +53,16 @@ impl Admission {
             return Ok(());
         };
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.bucket.try_take(now) {
+        let second = Duration::from_secs(1);
+        while st
+            .admitted
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= second)
+        {
+            st.admitted.pop_front();
+        }
+        if st.admitted.len() < self.rate as usize {
+            st.admitted.push_back(now);
             return Ok(());
         }
         if now.saturating_duration_since(st.window) >= Duration::from_secs(1) {
@@ -95,27 +104,44 @@ mod tests {
     }
 
     #[test]
-    fn admits_the_rate_and_spreads_the_rest() {
+    fn admits_the_rate_in_any_second_and_spreads_the_rest() {
         let a = Admission::new(100);
         let t0 = Instant::now();
-        // A burst of 5 (a twentieth), then one every 10 ms.
         let first: Vec<_> = (0..1000).map(|_| a.admit(t0)).collect();
-        assert_eq!(first.iter().filter(|r| r.is_ok()).count(), 5);
+        assert_eq!(
+            first.iter().filter(|r| r.is_ok()).count(),
+            100,
+            "a burst of the rate"
+        );
         let waits: Vec<u64> = first.iter().filter_map(|r| r.err()).collect();
         assert!(
-            waits.iter().all(|w| (1..=10).contains(w)),
-            "995 over 100/s: ≤ 10 s"
+            waits.iter().all(|w| (1..=9).contains(w)),
+            "900 over 100/s: ≤ 9 s"
         );
         assert!(waits.iter().any(|w| *w >= 5), "spread, not all at 1 s");
-        // Over one second of steady demand, about the rate gets in.
-        let mut admitted = 0;
-        for ms in 1..=1000 {
+        assert!(waits.iter().all(|w| *w <= MAX_RETRY_S));
+        // Within that second nothing more; then steady demand gets the rate.
+        assert!(a.admit(t0 + Duration::from_millis(999)).is_err());
+        let mut admitted = Vec::new();
+        for ms in 1000..3000 {
             let now = t0 + Duration::from_millis(ms);
             for _ in 0..5 {
-                admitted += usize::from(a.admit(now).is_ok());
+                if a.admit(now).is_ok() {
+                    admitted.push(ms);
+                }
             }
         }
-        assert!((99..=101).contains(&admitted), "{admitted}");
-        assert!(waits.iter().all(|w| *w <= MAX_RETRY_S));
+        // No one-second window holds more than the rate.
+        for (i, start) in admitted.iter().enumerate() {
+            let within = admitted[i..]
+                .iter()
+                .take_while(|t| **t < start + 1000)
+                .count();
+            assert!(
+                within <= 100,
+                "{within} admitted in the second from {start} ms"
+            );
+        }
+        assert_eq!(admitted.len(), 200);
     }
 }

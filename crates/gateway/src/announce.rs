@@ -33,6 +33,7 @@ pub async fn presence_changed(
     if !change.edge {
         return;
     }
+    tracing::debug!(%room, user = %user.user_id, ?event, count = change.count, "presence edge");
     let mode = node.config.namespaces.for_room(room).presence;
     match effective(mode, change.over) {
         PresenceMode::Full => {

@@ -27,7 +27,7 @@ pub async fn run(node: Arc<Node>) {
         first = false;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = node.root.cancelled() => return,
+            _ = node.deregistering.cancelled() => return,
         }
         let report = NodeReport {
             connections: node.active() as u64,

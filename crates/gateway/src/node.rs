@@ -64,6 +64,10 @@ pub struct Node {
     pub started: Instant,
     /// Cancelled at shutdown; every session's token is a child of it.
     pub root: CancellationToken,
+    /// Cancelled when the node leaves the cluster registry, at the very end of a
+    /// drain: until then it keeps reporting itself alive, or the others would reap
+    /// the presence its closed sessions keep through their grace.
+    pub deregistering: CancellationToken,
     /// Tracks session tasks so shutdown can wait for their drain.
     pub tracker: TaskTracker,
 }
@@ -104,6 +108,7 @@ impl Node {
             next_session: AtomicU64::new(1),
             started: Instant::now(),
             root: CancellationToken::new(),
+            deregistering: CancellationToken::new(),
             tracker: TaskTracker::new(),
             config,
         })

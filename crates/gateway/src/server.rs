@@ -125,9 +125,18 @@ impl Server {
         let grace_end = tokio::time::Instant::now()
             + Duration::from_millis(node.config.presence_grace_ms)
                 .min(deadline.saturating_sub(started.elapsed()));
-        crate::presence_grace::drain(&node, grace_end).await;
-        if let Err(e) = node.registry.deregister().await {
-            tracing::warn!(error = %e, "could not deregister from the cluster");
+        // The listener keeps answering 503 until the very end: a connection it took
+        // and left unanswered would stall a proxy until the process exits.
+        let leave = async {
+            crate::presence_grace::drain(&node, grace_end).await;
+            node.deregistering.cancel();
+            if let Err(e) = node.registry.deregister().await {
+                tracing::warn!(error = %e, "could not deregister from the cluster");
+            }
+        };
+        tokio::select! {
+            _ = leave => {}
+            _ = &mut accept => {}
         }
         tracing::info!("shutdown complete");
         Ok(())
