@@ -106,8 +106,8 @@ export function startGateway({ port = 0, redisUrl = null, args = [], timeoutMs =
 }
 
 /** Starts a throw-away redis-server on a free port; resolves {port, url, stop()}. */
-export async function startRedis({ timeoutMs = 15000 } = {}) {
-  const port = await freePort();
+export async function startRedis({ timeoutMs = 15000, port = null } = {}) {
+  port = port ?? await freePort();
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);

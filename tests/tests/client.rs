@@ -188,3 +188,52 @@ async fn wsgate_cli_sends_tails_and_directs() {
     assert_eq!(d["content"], "psst");
     tail.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_reconnecting_client_follows_a_draining_node_s_hint() {
+    let other = Gateway::start(&["--node-id", "gw-next"]);
+    let next_url = other.ws_url("user_id=follower");
+    let draining = Gateway::start(&[
+        "--node-id",
+        "gw-old",
+        "--reconnect-url",
+        next_url.as_str(),
+        "--reconnect-window-ms",
+        "300",
+    ]);
+    let mut client = Reconnecting::start(&draining.ws_url("user_id=follower"), Options::default());
+    client.send(json!({"type":"join","room":"h"})).unwrap();
+    loop {
+        if let Event::Frame(f) = next(&mut client).await {
+            if f["type"] == "joined" {
+                break;
+            }
+        }
+    }
+    draining.terminate();
+    // The hint comes first, then the close; the wait is the hinted delay, not a backoff.
+    let hinted = loop {
+        match next(&mut client).await {
+            Event::Frame(f) if f["type"] == "reconnect" => break f["delay_ms"].as_u64().unwrap(),
+            Event::Frame(_) => {}
+            other => panic!("expected the hint first, got {other:?}"),
+        }
+    };
+    assert!(hinted <= 300, "{hinted}");
+    match next(&mut client).await {
+        Event::Reconnecting(d) => assert_eq!(d, Duration::from_millis(hinted)),
+        other => panic!("expected Reconnecting, got {other:?}"),
+    }
+    // Back on the node the hint named, and the room rejoined there.
+    let mut node = None;
+    loop {
+        match next(&mut client).await {
+            Event::Frame(f) if f["type"] == "welcome" => {
+                node = f["node_id"].as_str().map(String::from)
+            }
+            Event::Frame(f) if f["type"] == "joined" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(node.as_deref(), Some("gw-next"));
+}

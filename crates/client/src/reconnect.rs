@@ -95,6 +95,12 @@ impl Resume {
                     entry.0 = frame["last_id"].as_str().map(String::from);
                 }
             }
+            // The server could not refill a gap: the room stands at `last_id` in a
+            // (maybe new) epoch; what is up to it comes from a reload.
+            Some("resync") => {
+                entry.1 = frame["epoch"].as_str().map(String::from);
+                entry.0 = Some(frame["last_id"].as_str().unwrap_or("0-0").to_owned());
+            }
             _ => {}
         }
     }
@@ -130,6 +136,15 @@ pub enum Event {
     Reconnecting(Duration),
     /// A rejoin could not be vouched for (`recovered:false`): reload that room.
     NotRecovered(String),
+    /// The server sent `resync` for this room (its broker link had a gap it could not
+    /// refill): the client has asked for the room's `history` itself (its answer comes
+    /// as a frame with `ref` `"resync:<room>"`); live messages after `last_id` follow.
+    Resync {
+        /// The room.
+        room: String,
+        /// The newest id the reload covers (`None`: the room's history is empty).
+        last_id: Option<String>,
+    },
     /// Stopped for good (1008, or the attempt limit), with the reason.
     Closed(String),
 }
@@ -169,18 +184,58 @@ impl Reconnecting {
     }
 }
 
+/// What a refused handshake asks: the seconds of a 503's `Retry-After`.
+pub fn retry_after(e: &tokio_tungstenite::tungstenite::Error) -> Option<Duration> {
+    let tokio_tungstenite::tungstenite::Error::Http(res) = e else {
+        return None;
+    };
+    if res.status().as_u16() != 503 {
+        return None;
+    }
+    let secs: u64 = res
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(300)))
+}
+
+/// A draining node's `reconnect` frame: the delay it asks for, and where to go.
+pub fn hint(frame: &Value) -> Option<(Duration, Option<String>)> {
+    if frame["type"] != "reconnect" {
+        return None;
+    }
+    let ms = frame["delay_ms"].as_u64()?.min(600_000);
+    Some((
+        Duration::from_millis(ms),
+        frame["url"].as_str().map(String::from),
+    ))
+}
+
 async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mpsc::Sender<Event>) {
+    let mut url = url;
     let mut resume = Resume::default();
     let mut pending: VecDeque<Value> = VecDeque::new();
     let mut attempt: u32 = 0;
     loop {
+        // Set by a draining node's hint or a refusal's Retry-After: the next wait.
+        let mut asked: Option<Duration> = None;
         let connected = async {
             let req = url.as_str().into_client_request()?;
             tokio_tungstenite::connect_async(req).await
         };
         let ws = match tokio::time::timeout(Duration::from_secs(10), connected).await {
             Ok(Ok((ws, _))) => Some(ws),
-            _ => None,
+            Ok(Err(e)) => {
+                // Whole seconds asked for, plus up to one more at random.
+                asked =
+                    retry_after(&e).map(|d| d + Duration::from_millis(rand::random_range(0..1000)));
+                None
+            }
+            Err(_) => None,
         };
         if let Some(mut ws) = ws {
             let opened = tokio::time::Instant::now();
@@ -226,6 +281,19 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
                             if v["type"] == "joined" && v["recovered"] == false {
                                 let room = v["room"].as_str().unwrap_or_default().to_owned();
                                 let _ = events.send(Event::NotRecovered(room)).await;
+                            }
+                            if v["type"] == "resync" {
+                                let room = v["room"].as_str().unwrap_or_default().to_owned();
+                                let reload = json!({"type":"history","room":room,"limit":100,"ref":format!("resync:{room}")});
+                                ok = ws.send(Message::Text(reload.to_string().into())).await.is_ok();
+                                let last_id = v["last_id"].as_str().map(String::from);
+                                let _ = events.send(Event::Resync { room, last_id }).await;
+                            }
+                            if let Some((delay, to)) = hint(&v) {
+                                asked = Some(delay);
+                                if let Some(to) = to {
+                                    url = to;
+                                }
                             }
                             if events.send(Event::Frame(v)).await.is_err() {
                                 return;
@@ -275,7 +343,7 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
                 .await;
             return;
         }
-        let delay = backoff(attempt, o.base, o.cap, rand::random::<f64>());
+        let delay = asked.unwrap_or_else(|| backoff(attempt, o.base, o.cap, rand::random::<f64>()));
         attempt = attempt.saturating_add(1);
         if events.send(Event::Reconnecting(delay)).await.is_err() {
             return;
@@ -296,6 +364,54 @@ mod tests {
         assert_eq!(backoff(10, b, c, 1.0), Duration::from_secs(20));
         assert_eq!(backoff(99, b, c, 0.5), Duration::from_secs(10));
         assert_eq!(backoff(2, b, c, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_resync_moves_the_resume_point_and_a_hint_is_read() {
+        let mut r = Resume::default();
+        r.on_sent(&json!({"type":"join","room":"a"}));
+        r.on_received(&json!({"type":"joined","room":"a","last_id":"5-0","epoch":"e1"}));
+        r.on_received(&json!({"type":"message","room":"a","id":"7-0"}));
+        r.on_received(&json!({"type":"resync","room":"a","epoch":"e2","last_id":"3-0"}));
+        assert_eq!(
+            r.rejoin_frames(),
+            vec![json!({"type":"join","room":"a","since":"3-0","epoch":"e2"})]
+        );
+        r.on_received(&json!({"type":"resync","room":"a","epoch":"e3","last_id":null}));
+        assert_eq!(r.rejoin_frames()[0]["since"], "0-0");
+        assert_eq!(
+            hint(&json!({"type":"reconnect","delay_ms":250,"reason":"draining","url":"ws://x/ws"})),
+            Some((Duration::from_millis(250), Some("ws://x/ws".into())))
+        );
+        assert_eq!(
+            hint(&json!({"type":"reconnect","delay_ms":250,"reason":"draining"})),
+            Some((Duration::from_millis(250), None))
+        );
+        assert_eq!(hint(&json!({"type":"reconnect"})), None);
+        assert_eq!(hint(&json!({"type":"pong"})), None);
+    }
+
+    #[test]
+    fn a_503_says_how_long_to_wait() {
+        use tokio_tungstenite::tungstenite::http::Response;
+        let refused = |status: u16, retry: Option<&str>| {
+            let mut b = Response::builder().status(status);
+            if let Some(r) = retry {
+                b = b.header("Retry-After", r);
+            }
+            tokio_tungstenite::tungstenite::Error::Http(Box::new(b.body(None).unwrap()))
+        };
+        assert_eq!(
+            retry_after(&refused(503, Some("3"))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(&refused(503, Some("99999"))),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(retry_after(&refused(503, None)), None);
+        assert_eq!(retry_after(&refused(503, Some("soon"))), None);
+        assert_eq!(retry_after(&refused(429, Some("3"))), None);
     }
 
     #[test]

@@ -171,12 +171,26 @@ export interface StateEvent {
   reason?: string;
   welcome?: Welcome;
 }
+/**
+ * The room must be reloaded. Either a rejoin answered `recovered:false` (`joined` and
+ * `dropped` are set: reload the room, e.g. with `history`), or the server sent `resync`
+ * (`reason: 'gap'`: its broker link had a gap it could not refill); then the client has
+ * reloaded the history up to `last_id` itself (`messages`, oldest first; `null` with
+ * `error` when that request failed), and live messages after `last_id` follow.
+ */
 export interface ResyncEvent {
   room: string; epoch: string; last_id: string | null;
   /** Frames replayed before `joined` that were not delivered: reload the room instead. */
-  dropped: RoomFrame[];
-  joined: Joined;
+  dropped?: RoomFrame[];
+  joined?: Joined;
+  reason?: 'gap';
+  messages?: unknown[] | null;
+  more?: boolean;
+  error?: WsgateError;
 }
+
+/** A draining node will close the connection (1001): the next attempt waits `delay` ms, to `url` if set. */
+export interface ReconnectHintEvent { delay: number; url: string | null; reason: string }
 
 export interface ClientEvents {
   state: StateEvent;
@@ -201,6 +215,7 @@ export interface ClientEvents {
   notifications_read: MarkedRead;
   /** `joined` said recovered:false: the room must be reloaded (e.g. with `history`). */
   resync: ResyncEvent;
+  reconnect_hint: ReconnectHintEvent;
   /** Closed with 1008 (token expired, kicked): the client stopped. */
   auth: { code: number; reason: string };
   error: WsgateError;
@@ -226,6 +241,7 @@ export interface ClientOptions {
   pingIntervalMs?: number;   // 20000: idle time before an application ping (0: off)
   pongTimeoutMs?: number;    // 10000: no frame this long after the ping: reconnect
   connectTimeoutMs?: number; // 10000: handshake + welcome
+  resyncHistoryLimit?: number; // 100: messages reloaded after a `resync` (server max 100)
   random?: () => number;
   autoConnect?: boolean;     // true
 }

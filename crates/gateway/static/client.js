@@ -167,6 +167,18 @@ export class ResumeTracker {
     }
     return { recovered, deliver, dropped };
   }
+  /**
+   * `resync` arrived (the node's broker link had a gap it could not refill): the room
+   * now stands at `last_id` in `epoch`. Live frames after it are delivered; those up to
+   * it are what the reload gets.
+   */
+  resynced(frame) {
+    const r = this.add(frame.room);
+    r.epoch = frame.epoch ?? null;
+    r.lastId = frame.last_id ?? '0-0';
+    r.pending = false;
+    r.buffer = [];
+  }
   /** After a disconnect: nothing is pending any more (the next join starts afresh). */
   disconnected() {
     for (const r of this.rooms.values()) { r.pending = false; r.buffer = []; }
@@ -431,6 +443,7 @@ export class Client {
       pingIntervalMs: 20000,
       pongTimeoutMs: 10000,
       connectTimeoutMs: 10000,
+      resyncHistoryLimit: 100,
       random: Math.random,
       autoConnect: true,
       ...opts,
@@ -455,6 +468,7 @@ export class Client {
     this.lastRx = 0;
     this.timers = { retry: null, heartbeat: null, pong: null, connect: null };
     this.retryAt = 0;
+    this.hint = null;          // a draining node's `reconnect`: {delayMs, url}
     this.stopped = false;
     // Deferred, so that listeners added right after `new Client()` see 'connecting'.
     if (this.opts.autoConnect) queueMicrotask(() => { if (this.state === 'idle') this.connect(); });
@@ -616,7 +630,15 @@ export class Client {
       this.setState('closed', { code, reason: 'max attempts' });
       return;
     }
-    const delay = backoffDelay(this.attempt, { base: this.opts.backoffBase, cap: this.opts.backoffCap, random: this.opts.random });
+    let delay = backoffDelay(this.attempt, { base: this.opts.backoffBase, cap: this.opts.backoffCap, random: this.opts.random });
+    const hint = this.hint;
+    this.hint = null;
+    if (hint) {
+      // A draining node said when (a delay drawn from a window: no jitter on top) and
+      // maybe where; later attempts follow the usual backoff.
+      delay = hint.delayMs;
+      if (hint.url) this.url = hint.url;
+    }
     this.attempt += 1;
     this.retryAt = Date.now() + delay;
     this.setState('reconnecting', { delay, attempt: this.attempt, retryAt: this.retryAt, code });
@@ -730,6 +752,12 @@ export class Client {
         break;
       }
       case 'pong': break;
+      case 'resync': this.onResync(frame); break;
+      case 'reconnect':
+        // The node is draining: the close (1001) follows; come back as it says.
+        this.hint = { delayMs: Math.max(0, Number(frame.delay_ms) || 0), url: typeof frame.url === 'string' ? frame.url : null };
+        this.emit('reconnect_hint', { delay: this.hint.delayMs, url: this.hint.url, reason: frame.reason });
+        break;
       default: this.emit(t, frame);
     }
   }
@@ -742,6 +770,29 @@ export class Client {
     this.emitRoster(frame.room, 'joined', { state, modeChanged: false });
     if (!recovered) this.emit('resync', { room: frame.room, epoch: frame.epoch, last_id: frame.last_id, dropped, joined: frame });
     this.settleJoin(frame.room, frame, null);
+  }
+
+  /**
+   * The server could not refill a gap in `room` (Redis lost its data, or the history no
+   * longer reached): reloads the room's history up to the frame's `last_id` and emits
+   * `resync` with it. Live messages after `last_id` keep coming as usual, so the reload
+   * and the live ones neither overlap nor leave a hole.
+   */
+  onResync(frame) {
+    if (!this.tracker.has(frame.room)) return;
+    this.tracker.resynced(frame);
+    const base = { room: frame.room, epoch: frame.epoch, last_id: frame.last_id ?? null, reason: 'gap' };
+    if (frame.last_id === null || frame.last_id === undefined) {
+      this.emit('resync', { ...base, messages: [] });
+      return;
+    }
+    this.history(frame.room, { limit: this.opts.resyncHistoryLimit }).then(
+      (h) => {
+        const messages = (h.messages || []).filter((m) => !parseId(m.id) || compareIds(m.id, frame.last_id) <= 0);
+        this.emit('resync', { ...base, messages, more: !!h.more });
+      },
+      (err) => this.emit('resync', { ...base, messages: null, error: err }),
+    );
   }
 
   /** Emits `presence_mode` when the room's mode changed, then `roster`. */

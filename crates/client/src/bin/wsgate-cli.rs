@@ -221,6 +221,10 @@ async fn main() -> anyhow::Result<()> {
                     Event::Frame(_) | Event::Open => {}
                     Event::Reconnecting(d) => eprintln!("wsgate-cli: reconnecting in {d:?}"),
                     Event::NotRecovered(r) => eprintln!("wsgate-cli: {r}: messages may have been missed (history no longer reaches)"),
+                    Event::Resync { room, last_id } => eprintln!(
+                        "wsgate-cli: {room}: the server lost messages (resync); history reloaded up to {}",
+                        last_id.as_deref().unwrap_or("the start")
+                    ),
                     Event::Closed(why) => bail!("{why}"),
                 }
             }
