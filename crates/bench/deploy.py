@@ -31,9 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 
-import httpx  # noqa: E402
-
-from rolling import Member, watch_handshakes  # noqa: E402
+from rolling import Member, RoomPublisher, watch_handshakes  # noqa: E402
 from test_launcher import Cluster  # noqa: E402
 
 KEY = "deploy-bench-key"
@@ -57,42 +55,17 @@ async def bench(c: Cluster, clients: int, rooms: int, rate: float) -> dict:
         if time.monotonic() > settle:
             raise SystemExit("the rooms' presence did not settle within 120 s")
         await asyncio.sleep(0.2)
-    accepted: dict[str, list[str]] = {f"r{k}": [] for k in range(rooms)}
-    stop_pub = asyncio.Event()
-    refused = 0
-
-    async def publisher() -> None:
-        nonlocal refused
-        n = 0
-        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-            start = time.monotonic()
-            while not stop_pub.is_set():
-                room = f"r{n % rooms}"
-                try:
-                    res = await http.post(f"http://127.0.0.1:{c.port}/api/publish",
-                                          headers={"Authorization": f"Bearer {KEY}"},
-                                          json={"room": room, "data": {"n": n, "t": time.time()}})
-                    if res.status_code == 200:
-                        accepted[room].append(res.json()["id"])
-                    else:
-                        refused += 1
-                except httpx.HTTPError:
-                    refused += 1
-                n += 1
-                ahead = start + n / rate - time.monotonic()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-
     stop_watch = asyncio.Event()
     watch = asyncio.create_task(watch_handshakes(c, stop_watch))
-    pub = asyncio.create_task(publisher())
+    pub = RoomPublisher(c.port, KEY, rooms, rate)
+    accepted = pub.accepted
     await asyncio.sleep(5.0)
     restart_at = time.monotonic()
     await asyncio.to_thread(c.sh, "restart")
     restart_s = time.monotonic() - restart_at
     await asyncio.sleep(3.0)
-    stop_pub.set()
-    await pub
+    await pub.stop()
+    refused = pub.refused
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(len(m.seen) >= len(accepted[m.room]) for m in members):
         await asyncio.sleep(0.2)

@@ -39,6 +39,8 @@ class Member:
         self.done = asyncio.Event()
         self.ws: Any = None
         self.rejoined_at = 0.0
+        self.closed_at = 0.0
+        self.away: list[float] = []  # seconds from each close to the next `joined`
 
     async def open(self) -> dict:
         while True:
@@ -87,6 +89,9 @@ class Member:
                             self.unrecovered.append(f)
                         self.epoch = f["epoch"]
                         self.rejoined_at = time.monotonic()
+                        if self.closed_at:
+                            self.away.append(self.rejoined_at - self.closed_at)
+                            self.closed_at = 0.0
                         self.ready.set()
                     elif t == "reconnect":
                         delay = f["delay_ms"] / 1000
@@ -94,6 +99,7 @@ class Member:
                 pass
             if not self.done.is_set():
                 self.closes.append(self.ws.close_code)
+                self.closed_at = time.monotonic()
 
     async def stop(self) -> None:
         self.done.set()
@@ -132,3 +138,43 @@ async def watch_handshakes(c: Any, stop: asyncio.Event) -> dict[int, float]:
                     best = max(best, v2 - v)
         peaks[i] = best
     return peaks
+
+
+class RoomPublisher:
+    """A back end publishing ``{"n", "t"}`` round-robin into rooms ``r0…`` through
+    ``port``'s ``/api/publish`` at ``rate`` a second; ``accepted`` holds each room's
+    accepted ids in order, ``refused`` counts the rest."""
+
+    def __init__(self, port: int, key: str, rooms: int, rate: float) -> None:
+        self.port, self.key, self.rooms, self.rate = port, key, rooms, rate
+        self.accepted: dict[str, list[str]] = {f"r{k}": [] for k in range(rooms)}
+        self.refused = 0
+        self.stopped = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        import httpx
+
+        n = 0
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            t0 = time.monotonic()
+            while not self.stopped.is_set():
+                room = f"r{n % self.rooms}"
+                try:
+                    res = await http.post(f"http://127.0.0.1:{self.port}/api/publish",
+                                          headers={"Authorization": f"Bearer {self.key}"},
+                                          json={"room": room, "data": {"n": n, "t": time.time()}})
+                    if res.status_code == 200:
+                        self.accepted[room].append(res.json()["id"])
+                    else:
+                        self.refused += 1
+                except httpx.HTTPError:
+                    self.refused += 1
+                n += 1
+                ahead = t0 + n / self.rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+
+    async def stop(self) -> None:
+        self.stopped.set()
+        await self.task
