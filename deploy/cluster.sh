@@ -26,7 +26,12 @@ port=${CLUSTER_PORT:-8080}
 run=${CLUSTER_DIR:-$root/target/cluster}
 bin=${WSGATE_BIN:-$root/target/release/wsgate}
 redis_port=$((port + 1))
-node_args=${WSGATE_NODE_ARGS:-}
+# The flags `up` was given are kept for `scale` and `restart`, unless set again.
+if [ -z "${WSGATE_NODE_ARGS+set}" ] && [ -f "$run/node_args" ]; then
+    node_args=$(cat "$run/node_args")
+else
+    node_args=${WSGATE_NODE_ARGS:-}
+fi
 wait_s=${CLUSTER_WAIT_S:-60}
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
@@ -154,6 +159,7 @@ cmd_up() {
     local n=${1:-3} i
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "up: N must be a positive number"
     mkdir -p "$run"
+    printf '%s' "$node_args" >"$run/node_args"
     need_tools
     need_binary
     start_redis

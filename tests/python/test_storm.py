@@ -109,11 +109,12 @@ def test_admission_paces_a_storm_and_admits_everyone(start_gateway: Callable[...
         took = time.monotonic() - t0
         print(f"admitted {n} in {took:.2f} s with {len(retries)} refusals")
         assert len(clients) == n
-        # At most the rate in any one-second window (a small burst allowed, and the
-        # clients' own timing noise).
+        # The node admits at most the rate in any one second (exact, unit-tested in
+        # admission.rs). Seen from here, a loaded client may take the answers of two
+        # windows in one; without admission all 250 would come at once.
         admitted.sort()
         peak = max(sum(1 for t in admitted if s <= t < s + 1.0) for s in admitted)
-        assert peak <= rate * 1.2 + 5, f"{peak} admitted within one second"
+        assert peak <= 2 * rate, f"{peak} admitted within one second"
         assert took >= (n - 2 * rate) / rate, f"{n} admitted in {took:.1f} s at {rate}/s"
         # The refused were told to come back at different times.
         assert retries, "a storm over the rate is refused in part"

@@ -7,12 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::adapter::Target;
 
 fn duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    match s.parse::<f64>() {
+        Ok(secs) if secs >= 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        _ => humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 500ms, 2m)")),
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 500ms, 2m)"))
 }
 
 /// wsgate-bench: a load generator for wsgate (and for a Socket.IO 4 peer).
@@ -21,7 +19,7 @@ fn duration(s: &str) -> Result<Duration, String> {
     name = "wsgate-bench",
     version,
     about = "Load generator for wsgate: fan-out latency and throughput, idle memory per connection, \
-             rate sweeps, many small rooms, connection churn and node-failure storms",
+             rate sweeps, many small rooms, connection churn, node failures and rolling restarts",
     long_about = "Load generator for wsgate (and, with --target socketio, for a Socket.IO 4 server).\n\n\
 Every scenario connects real WebSocket clients to the given --url(s), drives a workload, and \
 prints a table (or, with --json, one JSON object holding every figure, for scripts). Every \
@@ -165,6 +163,8 @@ per join (--redis-url), and the probe's latency and losses. Several processes wi
 Example: wsgate-bench build --url ws://127.0.0.1:8080 --pid $(pidof wsgate) --users 10000"
     )]
     Build(BuildArgs),
+
+    Deploy(crate::deploy::DeployArgs),
 
     /// Internal: one worker process of `idle` (started by the bench itself).
     #[command(hide = true)]

@@ -5,6 +5,7 @@ mod build;
 mod churn;
 mod cli;
 mod conn;
+mod deploy;
 mod fanout;
 mod fleet;
 mod idle;
@@ -90,6 +91,7 @@ fn main() -> ExitCode {
         Command::Churn(_) => "churn",
         Command::Storm(_) => "storm",
         Command::Build(_) => "build",
+        Command::Deploy(_) => "deploy",
     };
     let result = rt.block_on(async move {
         match cli.cmd {
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
             Command::Churn(a) => churn::churn(a, meta).await,
             Command::Storm(a) => storm::storm(a, meta).await,
             Command::Build(a) => build::build(a, meta).await,
+            Command::Deploy(a) => deploy::deploy(a, meta).await,
         }
     });
     // Do not wait for connections still being torn down.

@@ -1,8 +1,16 @@
-//! A client that stays connected: reconnects with exponential backoff and full jitter,
-//! queues frames while disconnected, rejoins every room with `since` and `epoch`, and
-//! detects a dead connection with application pings.
+//! A client that stays connected: reconnects with exponential backoff and full jitter
+//! (or when and where the server asked: a draining node's `reconnect` hint, a 503's
+//! `Retry-After`), queues frames while disconnected, rejoins every room with `since`
+//! and `epoch`, reloads a room in place on `resync` and drops duplicate room frames,
+//! and detects a dead connection with application pings.
+//!
+//! - [`resume`]: the per-room position (last id, epoch), duplicates, reloads (pure).
 
-use std::collections::{BTreeMap, VecDeque};
+pub mod resume;
+
+pub use resume::{compare_ids, parse_id, Resume, Verdict};
+
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -53,78 +61,6 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, r: f64) -> Duration 
     ceiling.mul_f64(r.clamp(0.0, 1.0))
 }
 
-/// Where the client is in each joined room, to resume it exactly.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resume {
-    /// room → (last id seen, history epoch).
-    rooms: BTreeMap<String, (Option<String>, Option<String>)>,
-}
-
-impl Resume {
-    /// Notes what a client frame means for resuming (`join`, `leave`).
-    pub fn on_sent(&mut self, frame: &Value) {
-        let room = frame["room"].as_str();
-        match (frame["type"].as_str(), room) {
-            (Some("join"), Some(room)) => {
-                self.rooms.entry(room.to_owned()).or_default();
-            }
-            (Some("leave"), Some(room)) => {
-                self.rooms.remove(room);
-            }
-            _ => {}
-        }
-    }
-
-    /// Notes what a server frame tells (ids of stored frames, `joined`'s epoch).
-    pub fn on_received(&mut self, frame: &Value) {
-        let Some(room) = frame["room"].as_str() else {
-            return;
-        };
-        let Some(entry) = self.rooms.get_mut(room) else {
-            return;
-        };
-        match frame["type"].as_str() {
-            Some("message" | "publish") => {
-                if let Some(id) = frame["id"].as_str() {
-                    entry.0 = Some(id.to_owned());
-                }
-            }
-            Some("joined") => {
-                entry.1 = frame["epoch"].as_str().map(String::from);
-                if entry.0.is_none() {
-                    entry.0 = frame["last_id"].as_str().map(String::from);
-                }
-            }
-            // The server could not refill a gap: the room stands at `last_id` in a
-            // (maybe new) epoch; what is up to it comes from a reload.
-            Some("resync") => {
-                entry.1 = frame["epoch"].as_str().map(String::from);
-                entry.0 = Some(frame["last_id"].as_str().unwrap_or("0-0").to_owned());
-            }
-            _ => {}
-        }
-    }
-
-    /// The `join` frames that resume every room after a reconnection.
-    pub fn rejoin_frames(&self) -> Vec<Value> {
-        self.rooms
-            .iter()
-            .map(|(room, (last, epoch))| {
-                let mut f = json!({"type": "join", "room": room, "since": last.as_deref().unwrap_or("0-0")});
-                if let Some(e) = epoch {
-                    f["epoch"] = json!(e);
-                }
-                f
-            })
-            .collect()
-    }
-
-    /// The rooms followed.
-    pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.rooms.keys().map(String::as_str)
-    }
-}
-
 /// What a [`Reconnecting`] client reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -137,11 +73,15 @@ pub enum Event {
     /// A rejoin could not be vouched for (`recovered:false`): reload that room.
     NotRecovered(String),
     /// The server sent `resync` for this room (its broker link had a gap it could not
-    /// refill): the client has asked for the room's `history` itself (its answer comes
-    /// as a frame with `ref` `"resync:<room>"`); live messages after `last_id` follow.
+    /// refill): the client moved the room's resume point to `last_id` in `epoch` and
+    /// has asked for the room's `history` itself (its answer comes as a frame with
+    /// `ref` `"resync:<room>"`, holding only messages up to `last_id`); live messages
+    /// after `last_id` follow as frames, those up to it are dropped as duplicates.
     Resync {
         /// The room.
         room: String,
+        /// The room's history epoch from now on.
+        epoch: String,
         /// The newest id the reload covers (`None`: the room's history is empty).
         last_id: Option<String>,
     },
@@ -203,6 +143,30 @@ pub fn retry_after(e: &tokio_tungstenite::tungstenite::Error) -> Option<Duration
     Some(Duration::from_secs(secs.min(300)))
 }
 
+/// Why the next attempt waits something else than the backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// A draining node's `reconnect` hint: exactly this long (the server drew it from
+    /// a window already; no jitter on top).
+    Hint(Duration),
+    /// A 503's `Retry-After`: this long plus up to one second at random (the header
+    /// has no fractions).
+    RetryAfter(Duration),
+}
+
+/// The wait before the next attempt: what the server asked for, else the backoff for
+/// `attempt`. `r`: a uniform draw in `[0, 1)`.
+pub fn next_delay(asked: Option<Asked>, attempt: u32, o: &Options, r: f64) -> Duration {
+    match asked {
+        Some(Asked::Hint(d)) => d,
+        Some(Asked::RetryAfter(d)) => d + Duration::from_secs(1).mul_f64(r.clamp(0.0, 1.0)),
+        None => backoff(attempt, o.base, o.cap, r),
+    }
+}
+
+/// Messages a `resync`'s reload asks for (the server's most for one `history`).
+pub const RELOAD_LIMIT: u32 = 100;
+
 /// A draining node's `reconnect` frame: the delay it asks for, and where to go.
 pub fn hint(frame: &Value) -> Option<(Duration, Option<String>)> {
     if frame["type"] != "reconnect" {
@@ -221,8 +185,8 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
     let mut pending: VecDeque<Value> = VecDeque::new();
     let mut attempt: u32 = 0;
     loop {
-        // Set by a draining node's hint or a refusal's Retry-After: the next wait.
-        let mut asked: Option<Duration> = None;
+        // Set by a draining node's hint or a refusal's Retry-After: the next wait only.
+        let mut asked: Option<Asked> = None;
         let connected = async {
             let req = url.as_str().into_client_request()?;
             tokio_tungstenite::connect_async(req).await
@@ -230,9 +194,7 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
         let ws = match tokio::time::timeout(Duration::from_secs(10), connected).await {
             Ok(Ok((ws, _))) => Some(ws),
             Ok(Err(e)) => {
-                // Whole seconds asked for, plus up to one more at random.
-                asked =
-                    retry_after(&e).map(|d| d + Duration::from_millis(rand::random_range(0..1000)));
+                asked = retry_after(&e).map(Asked::RetryAfter);
                 None
             }
             Err(_) => None,
@@ -243,7 +205,7 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
                 return;
             }
             let mut ok = true;
-            for f in resume.rejoin_frames() {
+            for f in resume.rejoin() {
                 ok &= ws.send(Message::Text(f.to_string().into())).await.is_ok();
             }
             while ok {
@@ -276,21 +238,25 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
                         Some(Ok(Message::Text(t))) => {
                             last_rx = tokio::time::Instant::now();
                             ping_sent = None;
-                            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-                            resume.on_received(&v);
+                            let Ok(mut v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                            resume.reloaded(&mut v);
+                            if resume.on_received(&v) == Verdict::Duplicate {
+                                continue;
+                            }
                             if v["type"] == "joined" && v["recovered"] == false {
                                 let room = v["room"].as_str().unwrap_or_default().to_owned();
                                 let _ = events.send(Event::NotRecovered(room)).await;
                             }
                             if v["type"] == "resync" {
                                 let room = v["room"].as_str().unwrap_or_default().to_owned();
-                                let reload = json!({"type":"history","room":room,"limit":100,"ref":format!("resync:{room}")});
+                                let reload = Resume::reload_frame(&room, RELOAD_LIMIT);
                                 ok = ws.send(Message::Text(reload.to_string().into())).await.is_ok();
+                                let epoch = v["epoch"].as_str().unwrap_or_default().to_owned();
                                 let last_id = v["last_id"].as_str().map(String::from);
-                                let _ = events.send(Event::Resync { room, last_id }).await;
+                                let _ = events.send(Event::Resync { room, epoch, last_id }).await;
                             }
                             if let Some((delay, to)) = hint(&v) {
-                                asked = Some(delay);
+                                asked = Some(Asked::Hint(delay));
                                 if let Some(to) = to {
                                     url = to;
                                 }
@@ -343,7 +309,7 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
                 .await;
             return;
         }
-        let delay = asked.unwrap_or_else(|| backoff(attempt, o.base, o.cap, rand::random::<f64>()));
+        let delay = next_delay(asked, attempt, &o, rand::random::<f64>());
         attempt = attempt.saturating_add(1);
         if events.send(Event::Reconnecting(delay)).await.is_err() {
             return;
@@ -353,84 +319,4 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_full_jitter_under_a_doubling_cap() {
-        let (b, c) = (Duration::from_millis(500), Duration::from_secs(20));
-        assert_eq!(backoff(0, b, c, 1.0), Duration::from_millis(500));
-        assert_eq!(backoff(3, b, c, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff(10, b, c, 1.0), Duration::from_secs(20));
-        assert_eq!(backoff(99, b, c, 0.5), Duration::from_secs(10));
-        assert_eq!(backoff(2, b, c, 0.0), Duration::ZERO);
-    }
-
-    #[test]
-    fn a_resync_moves_the_resume_point_and_a_hint_is_read() {
-        let mut r = Resume::default();
-        r.on_sent(&json!({"type":"join","room":"a"}));
-        r.on_received(&json!({"type":"joined","room":"a","last_id":"5-0","epoch":"e1"}));
-        r.on_received(&json!({"type":"message","room":"a","id":"7-0"}));
-        r.on_received(&json!({"type":"resync","room":"a","epoch":"e2","last_id":"3-0"}));
-        assert_eq!(
-            r.rejoin_frames(),
-            vec![json!({"type":"join","room":"a","since":"3-0","epoch":"e2"})]
-        );
-        r.on_received(&json!({"type":"resync","room":"a","epoch":"e3","last_id":null}));
-        assert_eq!(r.rejoin_frames()[0]["since"], "0-0");
-        assert_eq!(
-            hint(&json!({"type":"reconnect","delay_ms":250,"reason":"draining","url":"ws://x/ws"})),
-            Some((Duration::from_millis(250), Some("ws://x/ws".into())))
-        );
-        assert_eq!(
-            hint(&json!({"type":"reconnect","delay_ms":250,"reason":"draining"})),
-            Some((Duration::from_millis(250), None))
-        );
-        assert_eq!(hint(&json!({"type":"reconnect"})), None);
-        assert_eq!(hint(&json!({"type":"pong"})), None);
-    }
-
-    #[test]
-    fn a_503_says_how_long_to_wait() {
-        use tokio_tungstenite::tungstenite::http::Response;
-        let refused = |status: u16, retry: Option<&str>| {
-            let mut b = Response::builder().status(status);
-            if let Some(r) = retry {
-                b = b.header("Retry-After", r);
-            }
-            tokio_tungstenite::tungstenite::Error::Http(Box::new(b.body(None).unwrap()))
-        };
-        assert_eq!(
-            retry_after(&refused(503, Some("3"))),
-            Some(Duration::from_secs(3))
-        );
-        assert_eq!(
-            retry_after(&refused(503, Some("99999"))),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(retry_after(&refused(503, None)), None);
-        assert_eq!(retry_after(&refused(503, Some("soon"))), None);
-        assert_eq!(retry_after(&refused(429, Some("3"))), None);
-    }
-
-    #[test]
-    fn resume_tracks_rooms_ids_and_epochs() {
-        let mut r = Resume::default();
-        r.on_sent(&json!({"type":"join","room":"a"}));
-        r.on_sent(&json!({"type":"join","room":"b"}));
-        r.on_received(&json!({"type":"joined","room":"a","last_id":"5-0","epoch":"e1"}));
-        r.on_received(&json!({"type":"joined","room":"b","last_id":null,"epoch":"e1"}));
-        r.on_received(&json!({"type":"message","room":"a","id":"7-0"}));
-        r.on_received(&json!({"type":"message","room":"zzz","id":"9-0"}));
-        assert_eq!(
-            r.rejoin_frames(),
-            vec![
-                json!({"type":"join","room":"a","since":"7-0","epoch":"e1"}),
-                json!({"type":"join","room":"b","since":"0-0","epoch":"e1"}),
-            ]
-        );
-        r.on_sent(&json!({"type":"leave","room":"a"}));
-        assert_eq!(r.rooms().collect::<Vec<_>>(), vec!["b"]);
-    }
-}
+mod tests;

@@ -129,7 +129,17 @@ where
                 loop {
                     tokio::select! {
                         r = &mut burst => break r,
-                        _ = &mut cancelled => break Ok(()),
+                        _ = &mut cancelled => {
+                            // A drain (no close code) writes what it had taken from
+                            // the queue too: dropping the burst would drop the rest of
+                            // the batch (a `reconnect` hint among it).
+                            if p.control.code().is_some() {
+                                break Ok(());
+                            }
+                            break tokio::time::timeout(p.drain_timeout, &mut burst)
+                                .await
+                                .unwrap_or(Ok(()));
+                        }
                         _ = &mut deadline => {
                             // The peer does not read: its backlog is dropped now, and the
                             // close frame gets its own bounded chance in `finish`.

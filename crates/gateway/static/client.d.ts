@@ -37,6 +37,8 @@ export class ResumeTracker {
   joinFrame(room: string): { type: 'join'; room: string; since?: string; epoch?: string };
   accept(frame: RoomFrame): 'deliver' | 'buffer' | 'duplicate' | 'ignore';
   joined(frame: Joined): { recovered: boolean; deliver: RoomFrame[]; dropped: RoomFrame[] };
+  /** A server `resync`: the room now stands at `last_id` (`'0-0'` when null) in `epoch`; within the same epoch a newer id already seen is kept. */
+  resynced(frame: Resync): void;
   disconnected(): void;
 }
 
@@ -148,7 +150,7 @@ export interface Joined {
 }
 export interface Left { type: 'left'; room: string }
 export interface Ack { type: 'ack'; ref: string | number; room?: string; id: string }
-export interface History { type: 'history'; room: string; messages: RoomFrame[] }
+export interface History { type: 'history'; room: string; messages: RoomFrame[]; more?: boolean }
 export interface Notification {
   id: string; user_id: string; kind: 'info' | 'success' | 'warning' | 'error';
   title: string; body: string; action_url?: string; data?: unknown; ts: string; read: boolean;
@@ -156,6 +158,10 @@ export interface Notification {
 export interface NotificationFrame { type: 'notification'; notification: Notification; unread: number }
 export interface Notifications { type: 'notifications'; items: Notification[]; unread: number }
 export interface MarkedRead { type: 'marked_read' | 'notifications_read'; ids: string[]; unread: number }
+/** The node's broker link had a gap it could not refill: reload the room up to `last_id` (null: its history is empty). */
+export interface Resync { type: 'resync'; room: string; epoch: string; last_id: string | null }
+/** A draining node closes this connection (1001) right after: reconnect after `delay_ms`, to `url` when set. */
+export interface Reconnect { type: 'reconnect'; delay_ms: number; reason: 'draining' | string; url?: string }
 export interface ErrorFrame { type: 'error'; code: string; message: string; ref?: string | number }
 
 export type State = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -180,16 +186,24 @@ export interface StateEvent {
  */
 export interface ResyncEvent {
   room: string; epoch: string; last_id: string | null;
+  /** The same as `last_id` (set on a server `resync`, `reason: 'gap'`). */
+  lastId?: string | null;
   /** Frames replayed before `joined` that were not delivered: reload the room instead. */
   dropped?: RoomFrame[];
   joined?: Joined;
   reason?: 'gap';
-  messages?: unknown[] | null;
+  /** `reason: 'gap'`: the reloaded history up to `last_id` (live frames after it are not in it). */
+  messages?: RoomFrame[] | null;
+  /** The room holds older messages than the reload (page back with `history({before})`). */
   more?: boolean;
   error?: WsgateError;
 }
 
-/** A draining node will close the connection (1001): the next attempt waits `delay` ms, to `url` if set. */
+/**
+ * A draining node will close the connection (1001): the next attempt waits exactly
+ * `delay` ms (no jitter added), to `url` if set (then kept as the client's URL); later
+ * attempts use the usual backoff.
+ */
 export interface ReconnectHintEvent { delay: number; url: string | null; reason: string }
 
 export interface ClientEvents {
@@ -213,8 +227,12 @@ export interface ClientEvents {
   notifications: Notifications;
   marked_read: MarkedRead;
   notifications_read: MarkedRead;
-  /** `joined` said recovered:false: the room must be reloaded (e.g. with `history`). */
+  /**
+   * `joined` said recovered:false (reload the room, e.g. with `history`), or the server
+   * sent `resync` (`reason: 'gap'`; emitted once the client's own reload answered).
+   */
   resync: ResyncEvent;
+  /** The server sent `reconnect` (it is draining): when and where the next attempt goes. */
   reconnect_hint: ReconnectHintEvent;
   /** Closed with 1008 (token expired, kicked): the client stopped. */
   auth: { code: number; reason: string };

@@ -174,8 +174,13 @@ export class ResumeTracker {
    */
   resynced(frame) {
     const r = this.add(frame.room);
+    const at = frame.last_id ?? '0-0';
+    // Within one epoch an id already seen stays seen (never handed out twice); ids of
+    // another epoch cannot be compared with ours: the frame's position replaces them.
+    const sameEpoch = r.epoch !== null && r.epoch === (frame.epoch ?? null);
+    const keep = sameEpoch && parseId(r.lastId) && parseId(at) && compareIds(r.lastId, at) > 0;
     r.epoch = frame.epoch ?? null;
-    r.lastId = frame.last_id ?? '0-0';
+    if (!keep) r.lastId = at;
     r.pending = false;
     r.buffer = [];
   }
@@ -781,7 +786,8 @@ export class Client {
   onResync(frame) {
     if (!this.tracker.has(frame.room)) return;
     this.tracker.resynced(frame);
-    const base = { room: frame.room, epoch: frame.epoch, last_id: frame.last_id ?? null, reason: 'gap' };
+    const lastId = frame.last_id ?? null;
+    const base = { room: frame.room, epoch: frame.epoch, last_id: lastId, lastId, reason: 'gap' };
     if (frame.last_id === null || frame.last_id === undefined) {
       this.emit('resync', { ...base, messages: [] });
       return;

@@ -9,12 +9,13 @@
 //! wsgate-cli members ROOM [--limit N]    list a room's members (pages to the end)
 //! ```
 
+use std::cmp::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use wsgate_client::reconnect::{Event, Options, Reconnecting};
+use wsgate_client::reconnect::{compare_ids, Event, Options, Reconnecting};
 use wsgate_client::Client;
 
 #[derive(Parser)]
@@ -209,22 +210,54 @@ async fn main() -> anyhow::Result<()> {
             let mut c = Reconnecting::start(&url, Options::default());
             c.send(json!({"type":"join","room":room}))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let print = |f: &Value| {
+                if *json {
+                    println!("{f}");
+                } else {
+                    println!("{}", human(f));
+                }
+            };
+            // The newest id printed and the room's epoch: a resync's reload prints what
+            // was not printed yet (all of it in a new epoch).
+            let mut shown: Option<String> = None;
+            let mut epoch: Option<String> = None;
+            let mut new_epoch = false;
+            let reload_ref = format!("resync:{room}");
             while let Some(ev) = c.next().await {
                 match ev {
                     Event::Frame(f) if f["type"] == "message" || f["type"] == "publish" => {
-                        if *json {
-                            println!("{f}");
-                        } else {
-                            println!("{}", human(&f));
+                        print(&f);
+                        shown = f["id"].as_str().map(String::from).or(shown);
+                    }
+                    Event::Frame(f) if f["type"] == "joined" => {
+                        epoch = f["epoch"].as_str().map(String::from);
+                    }
+                    Event::Frame(f) if f["type"] == "history" && f["ref"] == reload_ref.as_str() => {
+                        for m in f["messages"].as_array().into_iter().flatten() {
+                            let id = m["id"].as_str().unwrap_or_default();
+                            let newer = shown.as_deref().and_then(|s| compare_ids(id, s));
+                            if new_epoch || shown.is_none() || newer == Some(Ordering::Greater) {
+                                print(m);
+                                shown = Some(id.to_owned());
+                            }
                         }
                     }
+                    Event::Frame(f) if f["type"] == "reconnect" => eprintln!(
+                        "wsgate-cli: the server is draining; reconnecting in {} ms{}",
+                        f["delay_ms"],
+                        f["url"].as_str().map(|u| format!(" to {u}")).unwrap_or_default()
+                    ),
                     Event::Frame(_) | Event::Open => {}
                     Event::Reconnecting(d) => eprintln!("wsgate-cli: reconnecting in {d:?}"),
                     Event::NotRecovered(r) => eprintln!("wsgate-cli: {r}: messages may have been missed (history no longer reaches)"),
-                    Event::Resync { room, last_id } => eprintln!(
-                        "wsgate-cli: {room}: the server lost messages (resync); history reloaded up to {}",
-                        last_id.as_deref().unwrap_or("the start")
-                    ),
+                    Event::Resync { room, epoch: e, last_id } => {
+                        eprintln!(
+                            "wsgate-cli: {room}: the server lost messages (resync); reloading history up to {}",
+                            last_id.as_deref().unwrap_or("the start")
+                        );
+                        new_epoch = epoch.as_deref() != Some(e.as_str());
+                        epoch = Some(e);
+                    }
                     Event::Closed(why) => bail!("{why}"),
                 }
             }
