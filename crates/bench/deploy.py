@@ -71,7 +71,7 @@ async def bench(c: Cluster, clients: int, rooms: int, rate: float) -> dict:
         await asyncio.sleep(0.2)
     stop_watch.set()
     peaks = await watch
-    lost = sum(len(set(accepted[m.room]) - set(m.seen)) for m in members)
+    lost = sum(len(set(accepted[m.room]) - set(pub.sure(m))) for m in members)
     dup = sum(len(m.seen) - len(set(m.seen)) for m in members)
     before = [lat for m in members for (t, lat) in m.latencies if t < restart_at]
     during = [lat for m in members for (t, lat) in m.latencies if restart_at <= t <= restart_at + restart_s]

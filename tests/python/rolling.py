@@ -28,6 +28,7 @@ class Member:
         self.src = f"127.0.0.{2 + i % SOURCES}"
         self.room = f"r{i % rooms}"
         self.seen: list[str] = []
+        self.numbers: dict[str, Any] = {}  # id → the publisher's `n`
         self.latencies: list[tuple[float, float]] = []  # (received, seconds since sent)
         self.epoch: str | None = None
         self.nodes: list[str] = []
@@ -76,6 +77,8 @@ class Member:
                     t = f["type"]
                     if t == "publish":
                         self.seen.append(f["id"])
+                        if isinstance(f["data"], dict):
+                            self.numbers[f["id"]] = f["data"].get("n")
                         sent = f["data"].get("t") if isinstance(f["data"], dict) else None
                         if sent is not None:
                             self.latencies.append((time.monotonic(), time.time() - sent))
@@ -149,6 +152,9 @@ class RoomPublisher:
         self.port, self.key, self.rooms, self.rate = port, key, rooms, rate
         self.accepted: dict[str, list[str]] = {f"r{k}": [] for k in range(rooms)}
         self.refused = 0
+        #: `n` of publishes not answered 200. One cut off by a node's exit may have been
+        #: stored all the same (its answer was lost): members may get those.
+        self.unanswered: set[int] = set()
         self.stopped = asyncio.Event()
         self.task = asyncio.create_task(self._run())
 
@@ -168,8 +174,10 @@ class RoomPublisher:
                         self.accepted[room].append(res.json()["id"])
                     else:
                         self.refused += 1
+                        self.unanswered.add(n)
                 except httpx.HTTPError:
                     self.refused += 1
+                    self.unanswered.add(n)
                 n += 1
                 ahead = t0 + n / self.rate - time.monotonic()
                 if ahead > 0:
@@ -178,3 +186,7 @@ class RoomPublisher:
     async def stop(self) -> None:
         self.stopped.set()
         await self.task
+
+    def sure(self, member: "Member") -> list[str]:
+        """What ``member`` received, less the publishes whose answer was not a 200."""
+        return [i for i in member.seen if member.numbers.get(i) not in self.unanswered]
