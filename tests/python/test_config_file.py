@@ -71,6 +71,9 @@ def test_a_missing_file_and_bad_flags_stop_the_start() -> None:
     assert "--max-members" in start_fails("--max-members", "0")
     assert "--presence-grace-ms" in start_fails("--presence-grace-ms", "3600001")
     assert "--history-ttl-s" in start_fails("--history-ttl-s", "0")
+    assert "--accept-rate" in start_fails("--accept-rate", "4000000000")
+    assert "--reconnect-window-ms" in start_fails("--reconnect-window-ms", "600001")
+    assert "--reconnect-url" in start_fails("--reconnect-url", "http://not-ws")
     # clap refuses a mode it does not know (exit 2 as well).
     assert "loud" in start_fails("--presence", "loud")
 

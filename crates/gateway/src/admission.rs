@@ -39,7 +39,8 @@ impl Admission {
         let now = Instant::now();
         let state = (rate > 0).then(|| {
             Mutex::new(State {
-                admitted: VecDeque::with_capacity(rate as usize),
+                // Grows to at most `rate` entries (the flag is bounded); nothing up front.
+                admitted: VecDeque::new(),
                 refused: 0,
                 window: now,
             })

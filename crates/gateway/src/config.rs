@@ -10,6 +10,9 @@ use wsgate_protocol::server::PresenceMode;
 use crate::namespaces::{NamespaceOptions, Namespaces};
 
 /// Longest `--presence-grace-ms`: one hour (a closed session's presence is kept no
+/// Most `--accept-rate` (the admission window keeps one timestamp per admission).
+pub const MAX_ACCEPT_RATE: u32 = 1_000_000;
+
 /// longer; deadlines stay far from any clock overflow).
 pub const MAX_PRESENCE_GRACE_MS: u64 = 3_600_000;
 
@@ -386,6 +389,11 @@ impl Config {
             return Err(format!(
                 "--history-ttl-s must be between 1 and {} (100 years)",
                 crate::namespaces::MAX_HISTORY_TTL_S
+            ));
+        }
+        if self.accept_rate > MAX_ACCEPT_RATE {
+            return Err(format!(
+                "--accept-rate must be at most {MAX_ACCEPT_RATE} a second (0: no limit)"
             ));
         }
         if self.reconnect_window_ms > 600_000 {

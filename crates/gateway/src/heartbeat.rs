@@ -17,14 +17,13 @@ pub async fn run(node: Arc<Node>) {
     let mut failing = false;
     // Set while local sessions must be added to presence again, until that holds.
     let mut readd = false;
-    let mut first = true;
     loop {
-        let wait = match (first, node.is_registered()) {
-            (true, _) => Duration::ZERO,
-            (false, true) => period,
-            (false, false) => unregistered,
+        // `register` reported once already before the node served.
+        let wait = if node.is_registered() {
+            period
+        } else {
+            unregistered
         };
-        first = false;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = node.deregistering.cancelled() => return,

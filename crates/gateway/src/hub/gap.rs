@@ -50,6 +50,16 @@ pub enum Finished {
 }
 
 impl Held {
+    /// An empty hold for `gap`.
+    fn new(gap: u64) -> Self {
+        Held {
+            gap,
+            frames: Vec::new(),
+            bytes: 0,
+            overflowed: false,
+        }
+    }
+
     /// Holds `frame`, or notes that the bound was passed.
     pub(super) fn push(&mut self, frame: &Utf8Bytes, cap: PendingCap) {
         if self.overflowed
@@ -76,14 +86,7 @@ impl Hub {
                 // Still held from an earlier gap: what it holds is newer than the
                 // mark, and is read again or dropped as a duplicate.
                 Some(held) => held.gap = gap,
-                None => {
-                    room.held = Some(Held {
-                        gap,
-                        frames: Vec::new(),
-                        bytes: 0,
-                        overflowed: false,
-                    })
-                }
+                None => room.held = Some(Held::new(gap)),
             }
         }
         gap
@@ -136,12 +139,7 @@ impl Hub {
                 if held.overflowed {
                     // Stored frames past the bound are read again from the stream;
                     // unstored ones (presence, typing) in the hold are lost.
-                    entry.held = Some(Held {
-                        gap,
-                        frames: Vec::new(),
-                        bytes: 0,
-                        overflowed: false,
-                    });
+                    entry.held = Some(Held::new(gap));
                     return Finished::ReadAgain;
                 }
             }
