@@ -29,15 +29,6 @@ pub struct Hub {
     hold_cap: PendingCap,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Hub::new(PendingCap {
-            frames: 4096,
-            bytes: 4 << 20,
-        })
-    }
-}
-
 #[derive(Default)]
 struct State {
     rooms: HashMap<String, Room>,
