@@ -404,3 +404,77 @@ async fn a_room_channel_reaches_only_the_nodes_with_members() {
         .unwrap();
     assert_eq!(a.recv_type("message", WAIT).await.unwrap()["content"], "x");
 }
+
+/// A client that sends a burst without waiting has its messages pipelined to Redis:
+/// every one is stored and delivered in the order sent (to another node too), every
+/// answer comes in the order of the frames (a refused message between them included),
+/// and a command after the burst sees all of it.
+#[tokio::test]
+async fn a_pipelined_burst_keeps_its_order_and_its_answers_order() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2, &[]);
+    all_ready(&nodes).await;
+    pipelined_burst(&nodes[0], &nodes[1]).await;
+}
+
+/// The same on one node with the embedded broker.
+#[tokio::test]
+async fn a_pipelined_burst_keeps_its_order_on_the_embedded_broker() {
+    let gw = Gateway::start(&["--rate-limit", "1000"]);
+    pipelined_burst(&gw, &gw).await;
+}
+
+async fn pipelined_burst(node_a: &Gateway, node_b: &Gateway) {
+    let (mut a, _) = node_a.connect("alice").await;
+    let (mut b, _) = node_b.connect("bob").await;
+    join(&mut a, "r").await;
+    join(&mut b, "r").await;
+    const N: usize = 300;
+    for i in 0..N {
+        let room = if i == 150 { "not-joined" } else { "r" };
+        a.send(&json!({"type":"message","room":room,"content":format!("m{i}"),"ref":i}))
+            .await
+            .unwrap();
+    }
+    a.send(&json!({"type":"history","room":"r","limit":1,"ref":"h"}))
+        .await
+        .unwrap();
+    let mut last_id: Option<wsgate_protocol::MessageId> = None;
+    let mut answers = 0;
+    loop {
+        let f = a.recv(WAIT).await.unwrap();
+        match f["type"].as_str().unwrap() {
+            "ack" => {
+                assert_eq!(f["ref"], json!(answers), "acks in the order sent: {f}");
+                let id: wsgate_protocol::MessageId = f["id"].as_str().unwrap().parse().unwrap();
+                assert!(
+                    last_id.is_none_or(|l| l < id),
+                    "ids grow with the order sent"
+                );
+                last_id = Some(id);
+                answers += 1;
+            }
+            "error" => {
+                assert_eq!(f["ref"], json!(150), "the refused one, in its place: {f}");
+                assert_eq!(f["code"], "not_member");
+                answers += 1;
+            }
+            "history" => {
+                assert_eq!(answers, N, "history answered after every message");
+                assert_eq!(f["messages"][0]["content"], format!("m{}", N - 1));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < N - 1 {
+        let f = b.recv_type("message", WAIT).await.unwrap();
+        got.push(f["content"].as_str().unwrap().to_owned());
+    }
+    let want: Vec<String> = (0..N)
+        .filter(|i| *i != 150)
+        .map(|i| format!("m{i}"))
+        .collect();
+    assert_eq!(got, want, "delivered on the other node in the order sent");
+}

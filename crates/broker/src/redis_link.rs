@@ -43,6 +43,10 @@ pub struct RedisLink {
     pool: Pool,
     /// The pooled command connection in use (see [`RedisLink::conn`]).
     cached: std::sync::Mutex<Option<(deadpool_redis::Connection, MultiplexedConnection)>>,
+    /// Held while a replacement is taken from the pool: commands started together
+    /// after a failure all wait for the one new connection, so a session's pipelined
+    /// publishes still reach Redis in the order they were started.
+    replacing: tokio::sync::Mutex<()>,
 }
 
 /// A broker error for a Redis failure.
@@ -75,6 +79,24 @@ pub fn parse_version(info: &str) -> Option<(u32, u32)> {
         .find_map(|l| l.trim().strip_prefix("redis_version:"))?;
     let mut parts = v.trim().split('.');
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Loads the publish script on a new connection, before any publish runs on it.
+///
+/// A session's publishes are pipelined: with the script missing (a new or restarted
+/// Redis), each of a burst would fail `NOSCRIPT` and be retried after loading it
+/// (what `Script::invoke_async` does), and a later message sent after the first
+/// reload would be stored before an earlier one. Loaded here, on every connection
+/// the node starts using, the fallback is only ever taken after a `SCRIPT FLUSH` on a
+/// live connection.
+async fn load_publish_script(c: &mut MultiplexedConnection) -> Result<()> {
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(crate::scripts::publish_entry())
+        .query_async::<String>(c)
+        .await
+        .map(drop)
+        .map_err(unavailable)
 }
 
 /// Refuses a Redis older than [`MIN_REDIS`]: every operation then fails with a reason
@@ -125,6 +147,7 @@ impl RedisLink {
             policy,
             pool,
             cached: std::sync::Mutex::new(None),
+            replacing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -133,19 +156,27 @@ impl RedisLink {
     /// its own round trip. The pool's per-checkout health check (`UNWATCH` + `PING`)
     /// runs only when a broken connection is replaced.
     async fn conn(&self) -> Result<MultiplexedConnection> {
-        if let Some((_, c)) = self
-            .cached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            return Ok(c.clone());
+        if let Some(c) = self.cached_conn() {
+            return Ok(c);
+        }
+        let _replacing = self.replacing.lock().await;
+        if let Some(c) = self.cached_conn() {
+            return Ok(c);
         }
         let obj = self.pool.get().await.map_err(unavailable)?;
         let mut c: MultiplexedConnection = (*obj).clone();
         check_version(&mut c).await?;
+        load_publish_script(&mut c).await?;
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((obj, c.clone()));
         Ok(c)
+    }
+
+    fn cached_conn(&self) -> Option<MultiplexedConnection> {
+        self.cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, c)| c.clone())
     }
 
     /// Forgets a connection that failed, so the next command takes a fresh one.

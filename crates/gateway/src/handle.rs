@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use wsgate_protocol::CloseCode;
 
-use crate::queue::{Outbound, PushError, Queue};
+use crate::queue::{Outbound, PushError, Queue, Wakes};
 
 /// The close code recorded when a connection ends without a close frame.
 pub const ABNORMAL: u16 = 1006;
@@ -86,7 +86,20 @@ impl SessionHandle {
     /// # Errors
     /// [`SlowConsumer`] when the queue was full.
     pub fn offer(&self, item: Outbound) -> Result<(), SlowConsumer> {
-        match self.queue.push(item) {
+        self.settle(self.queue.push(item))
+    }
+
+    /// [`SessionHandle::offer`], with the writer's wake-up left to `wakes` (fan-out
+    /// of a batch of broker messages: the writer is woken once, after all of them).
+    ///
+    /// # Errors
+    /// [`SlowConsumer`] when the queue was full.
+    pub fn offer_deferred(&self, item: Outbound, wakes: &mut Wakes) -> Result<(), SlowConsumer> {
+        self.settle(self.queue.push_deferred(item, wakes))
+    }
+
+    fn settle(&self, pushed: Result<(), PushError>) -> Result<(), SlowConsumer> {
+        match pushed {
             Ok(()) | Err(PushError::Closed(_)) => Ok(()),
             Err(PushError::Full(_)) => {
                 self.control.close(CloseCode::TryAgainLater);

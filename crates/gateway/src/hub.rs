@@ -15,7 +15,7 @@ use wsgate_protocol::server::frame_id;
 use wsgate_protocol::MessageId;
 
 use crate::handle::{SessionHandle, SlowConsumer};
-use crate::queue::Outbound;
+use crate::queue::{Outbound, Wakes};
 
 mod gap;
 pub use gap::{Finished, GapStart, Refill};
@@ -290,13 +290,26 @@ impl Hub {
         frame: &Utf8Bytes,
         skip: Option<&str>,
     ) -> Fanout {
+        self.dispatch_deferred(channel, frame, skip, &mut Wakes::default())
+    }
+
+    /// [`Hub::dispatch_except`], leaving the recipients' writers to `wakes`: the
+    /// dispatcher wakes them once per batch of broker messages.
+    pub fn dispatch_deferred(
+        &self,
+        channel: &Channel,
+        frame: &Utf8Bytes,
+        skip: Option<&str>,
+        wakes: &mut Wakes,
+    ) -> Fanout {
         let mut out = Fanout::default();
         let mut st = self.lock();
-        let offer =
-            |out: &mut Fanout, h: &SessionHandle| match h.offer(Outbound::Frame(frame.clone())) {
-                Ok(()) => out.delivered += 1,
-                Err(SlowConsumer) => out.slow += 1,
-            };
+        let mut offer = |out: &mut Fanout, h: &SessionHandle| match h
+            .offer_deferred(Outbound::Frame(frame.clone()), wakes)
+        {
+            Ok(()) => out.delivered += 1,
+            Err(SlowConsumer) => out.slow += 1,
+        };
         match channel {
             Channel::Broadcast => st.all.values().for_each(|h| offer(&mut out, h)),
             Channel::User(u) => {
@@ -313,7 +326,7 @@ impl Hub {
                 };
                 match &mut entry.held {
                     Some(held) => held.push(frame, self.hold_cap),
-                    None => entry.deliver(frame, &mut out),
+                    None => entry.deliver(frame, &mut out, wakes),
                 }
             }
         }
@@ -324,7 +337,7 @@ impl Hub {
 impl Room {
     /// Hands a room's frame to its members: live ones get it (unless a replay or a
     /// refill already gave it to them), pending joins hold it.
-    fn deliver(&mut self, frame: &Utf8Bytes, out: &mut Fanout) {
+    fn deliver(&mut self, frame: &Utf8Bytes, out: &mut Fanout, wakes: &mut Wakes) {
         // The id is read off the frame's prefix once per frame, not per member.
         let id = frame_id(frame.as_str());
         if let Some(id) = id {
@@ -347,7 +360,10 @@ impl Room {
                         }
                         m.skip_through = None;
                     }
-                    match m.handle.offer(Outbound::Frame(frame.clone())) {
+                    match m
+                        .handle
+                        .offer_deferred(Outbound::Frame(frame.clone()), wakes)
+                    {
                         Ok(()) => out.delivered += 1,
                         Err(SlowConsumer) => out.slow += 1,
                     }

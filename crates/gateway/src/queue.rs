@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -91,6 +91,51 @@ pub enum PushError {
     Closed(Outbound),
 }
 
+/// Consumers whose queues a fan-out made non-empty, woken together once the
+/// dispatcher has handed out every frame it had at hand ([`Wakes::wake_all`]).
+///
+/// This is how one socket write carries every frame of a burst: a writer woken at the
+/// first frame of a batch of broker messages would write that frame alone, then the
+/// next, one `write()` per frame per subscriber (the cost that dominated the cluster
+/// profile); woken after the batch it takes them all and writes once, the way
+/// uWebSockets drains each socket once per loop iteration. Dropping a `Wakes` wakes
+/// what it holds: a deferred wake is never lost.
+#[derive(Debug, Default)]
+pub struct Wakes {
+    wakers: Vec<Waker>,
+}
+
+impl Wakes {
+    /// Wakes every consumer collected so far.
+    pub fn wake_all(&mut self) {
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+        if self.wakers.capacity() > WAKES_KEEP {
+            self.wakers.shrink_to(WAKES_KEEP);
+        }
+    }
+
+    /// Consumers waiting to be woken.
+    pub fn len(&self) -> usize {
+        self.wakers.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.wakers.is_empty()
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake_all();
+    }
+}
+
+/// A [`Wakes`] keeps room for this many wakers between batches.
+const WAKES_KEEP: usize = 4096;
+
 /// After a burst, a queue whose buffer grew past this many items gives it back.
 const QUEUE_SHRINK_ABOVE: usize = 64;
 
@@ -116,6 +161,30 @@ impl Queue {
     /// # Errors
     /// [`PushError::Full`] at capacity, [`PushError::Closed`] after [`Queue::close`].
     pub fn push(&self, item: Outbound) -> Result<(), PushError> {
+        if self.push_quietly(item)? {
+            self.consumer.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `item` like [`Queue::push`], but a consumer to wake is added to `wakes`
+    /// instead of being woken now.
+    ///
+    /// # Errors
+    /// As [`Queue::push`].
+    pub fn push_deferred(&self, item: Outbound, wakes: &mut Wakes) -> Result<(), PushError> {
+        if self.push_quietly(item)? {
+            // Taken out of the slot: a consumer that polls before the wake finds the
+            // item anyway, and one that registers again is woken by the next push.
+            if let Some(w) = self.consumer.take() {
+                wakes.wakers.push(w);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `item`; `Ok(true)` when the queue was empty (its consumer must be woken).
+    fn push_quietly(&self, item: Outbound) -> Result<bool, PushError> {
         let was_empty = {
             let mut st = self.lock();
             if st.closed {
@@ -129,10 +198,7 @@ impl Queue {
             st.items.push_back(item);
             st.items.len() == 1
         };
-        if was_empty {
-            self.consumer.wake();
-        }
-        Ok(())
+        Ok(was_empty)
     }
 
     /// Closes the queue: producers are refused; what is queued can still be taken.
@@ -341,5 +407,45 @@ mod tests {
             producer.push(frame("x")).unwrap();
         }
         assert_eq!(task.await.unwrap(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_deferred_push_wakes_the_consumer_only_with_the_batch() {
+        let q = Queue::new(8, 1 << 20);
+        let consumer = q.clone();
+        let (woken_tx, mut woken) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut rounds = Vec::new();
+            while rounds.iter().sum::<usize>() < 5 {
+                assert!(consumer.take(&mut out).await);
+                rounds.push(out.len());
+                out.clear();
+                woken_tx.send(()).unwrap();
+            }
+            rounds
+        });
+        // Let the consumer register its waker on the empty queue.
+        while q.consumer.take().map(|w| q.consumer.register(&w)).is_none() {
+            tokio::task::yield_now().await;
+        }
+        let mut wakes = Wakes::default();
+        for s in ["a", "b", "c"] {
+            q.push_deferred(frame(s), &mut wakes).unwrap();
+        }
+        assert_eq!(wakes.len(), 1, "one consumer to wake, once");
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(woken.try_recv().is_err(), "not woken before the batch ends");
+        wakes.wake_all();
+        woken.recv().await.unwrap();
+        // Dropping a `Wakes` wakes what it holds.
+        {
+            let mut wakes = Wakes::default();
+            q.push_deferred(frame("d"), &mut wakes).unwrap();
+            q.push_deferred(frame("e"), &mut wakes).unwrap();
+        }
+        assert_eq!(task.await.unwrap(), [3, 2], "each batch taken in one go");
     }
 }

@@ -117,6 +117,9 @@ impl Hub {
     /// Hands `refill` to `room`'s members, then what the room held, and makes it
     /// live (unless the hold overflowed meanwhile: [`Finished::ReadAgain`]).
     pub fn finish_refill(&self, room: &str, gap: u64, refill: Refill) -> Finished {
+        // Declared before the lock: dropped after it, waking the writers of every
+        // frame below at once.
+        let mut wakes = crate::queue::Wakes::default();
         let mut st = self.lock();
         let Some(entry) = st.rooms.get_mut(room) else {
             return Finished::Stale;
@@ -132,7 +135,7 @@ impl Hub {
         match refill {
             Refill::Entries(entries) => {
                 for (_, frame) in &entries {
-                    entry.deliver(frame, &mut out);
+                    entry.deliver(frame, &mut out, &mut wakes);
                 }
                 // Live frames the refill already held are dropped, once, by id.
                 entry.skip_through = entry.mark.as_ref().map(|m| m.id);
@@ -146,7 +149,7 @@ impl Hub {
             Refill::Resync(state) => entry.resync(room, &state, &mut out),
         }
         for frame in &held.frames {
-            entry.deliver(frame, &mut out);
+            entry.deliver(frame, &mut out, &mut wakes);
         }
         Finished::Live(out)
     }

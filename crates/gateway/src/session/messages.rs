@@ -10,7 +10,7 @@ use super::Session;
 use crate::clock::now_ts;
 
 impl Session {
-    pub(super) async fn message(
+    pub(super) fn message(
         &mut self,
         room: String,
         content: String,
@@ -24,22 +24,8 @@ impl Session {
             ));
         }
         let entry = StoredEntry::message(&room, &self.session.user, &content, &now_ts());
-        let id = self
-            .node
-            .broker
-            .publish_entry(&room, &entry)
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        if reference.is_some() {
-            self.send(
-                &ServerFrame::Ack {
-                    reference,
-                    room: Some(room),
-                    id: id.to_string(),
-                },
-                "ack",
-            );
-        }
+        // Answered later, in order (`publishing`): the next frame is read meanwhile.
+        self.start_publish(room, entry, reference);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 
 mod inbox;
 mod messages;
+mod publishing;
 mod rooms;
 
 use std::collections::{HashMap, HashSet};
@@ -85,6 +86,7 @@ pub async fn run<S>(
             limits: ParseLimits {
                 max_content_bytes: node.config.max_message_bytes,
             },
+            publishing: publishing::InFlight::default(),
         };
         tracing::debug!(client = ?client, "session open");
         // The steps before and after the read loop are boxed: their futures are large
@@ -117,6 +119,8 @@ pub async fn run<S>(
         session
             .read_loop(&mut stream, &last_seen, &acked_ping, epoch)
             .await;
+        // Messages read before the session ended are still published and answered.
+        Box::pin(session.settle_publishing()).await;
         tracing::debug!("reader done");
         let (code, delivered) = writer.await.unwrap_or((1011, Vec::new()));
         Box::pin(session.save_restore(&delivered)).await;
@@ -149,6 +153,8 @@ struct Session {
     bucket: TokenBucket,
     /// Limits the parser applies.
     limits: ParseLimits,
+    /// `message` publishes the broker has not answered yet.
+    publishing: publishing::InFlight,
 }
 
 impl Session {
@@ -211,9 +217,14 @@ impl Session {
         let queue = self.handle.queue.clone();
         let backlog = (queue.capacity() / 2).max(1);
         loop {
+            let reading = self.publishing.len() < publishing::MAX_IN_FLIGHT;
             let msg = tokio::select! {
                 biased;
                 _ = token.cancelled() => return,
+                Some(done) = self.publishing.next(), if !self.publishing.is_empty() => {
+                    self.published(done);
+                    continue;
+                }
                 m = async {
                     if queue.len() >= backlog
                         && tokio::time::timeout(READER_STALL, queue.wait_below(backlog))
@@ -223,7 +234,7 @@ impl Session {
                         return Err(());
                     }
                     Ok(stream.next().await)
-                } => m,
+                }, if reading => m,
             };
             let Ok(msg) = msg else {
                 tracing::debug!("the client does not read its answers: closed as a slow consumer");
@@ -244,7 +255,9 @@ impl Session {
                 }
                 Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) | None => {
-                    return self.handle.control.close(CloseCode::Normal)
+                    // What was published before the close is answered first.
+                    Box::pin(self.settle_publishing()).await;
+                    return self.handle.control.close(CloseCode::Normal);
                 }
                 Some(Err(e)) => return end_on_read_error(&self.handle.control, &e),
             }
@@ -261,6 +274,7 @@ impl Session {
                     .frames_in
                     .get_or_create(&vec![("type", "invalid")])
                     .inc();
+                self.settle_publishing().await;
                 return self.error(e);
             }
         };
@@ -271,17 +285,22 @@ impl Session {
             .get_or_create(&vec![("type", command.kind())])
             .inc();
         if command != Command::Ping && !self.bucket.try_take(Instant::now()) {
+            self.settle_publishing().await;
             return self.error(
                 FrameError::new(ErrorCode::RateLimited, "too many frames; slow down")
                     .with_ref(reference),
             );
         }
         let r = reference.clone();
+        if !matches!(command, Command::Message { .. }) {
+            // Answered after every publish before it, and seeing them.
+            self.settle_publishing().await;
+        }
         let res = match command {
             Command::Join { room, since, epoch } => self.join(room, since, epoch, r).await,
             Command::Leave { room } => self.leave(room, r).await,
             Command::Typing { room, is_typing } => self.typing(room, is_typing).await,
-            Command::Message { room, content } => self.message(room, content, r).await,
+            Command::Message { room, content } => self.message(room, content, r),
             Command::Direct { to, content } => self.direct(to, content, r).await,
             Command::History {
                 room,
@@ -305,6 +324,8 @@ impl Session {
             }
         };
         if let Err(e) = res {
+            // A refused `message` is answered after the publishes before it.
+            self.settle_publishing().await;
             self.error(e.with_ref(reference));
         }
     }
