@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::{Sink, SinkExt};
+use futures_util::{FutureExt, Sink, SinkExt};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -106,8 +106,12 @@ where
     loop {
         tokio::select! {
             biased;
-            _ = &mut cancelled => break,
-            more = p.queue.take(&mut batch) => {
+            // The queue first, while no close code is chosen: a wake with frames (the
+            // common one) then costs no look at the token (a mutex in tokio-util). A
+            // drain (cancelled without a code) writes what is queued either way; a
+            // chosen code (1013, 1008…) disables this branch, so such a backlog is
+            // dropped by `finish`, not written.
+            more = p.queue.take(&mut batch), if p.control.code().is_none() => {
                 if !more { break }
                 if let Some(big) = batch.iter().map(Outbound::len).max().filter(|n| *n > p.max_out_frame) {
                     // Every reply is paged or capped below the limit: this is a bug, and
@@ -124,6 +128,12 @@ where
                     sink.flush().await
                 };
                 tokio::pin!(burst);
+                // Most bursts fit the socket buffer and finish on their first poll:
+                // those need no deadline timer (arming and cancelling one per burst
+                // per subscriber showed in the fan-out profile).
+                match burst.as_mut().now_or_never() {
+                    Some(r) => r,
+                    None => {
                 let deadline = tokio::time::sleep(p.write_timeout);
                 tokio::pin!(deadline);
                 loop {
@@ -154,6 +164,8 @@ where
                         }
                     }
                 }
+                    }
+                }
                 };
                 if p.control.token.is_cancelled() {
                     break;
@@ -176,6 +188,7 @@ where
                     batch = Vec::new();
                 }
             }
+            _ = &mut cancelled => break,
             _ = ticker.tick() => {
                 if silent(&p) {
                     // The peer is presumed dead: drop the connection without a close

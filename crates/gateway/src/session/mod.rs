@@ -95,26 +95,29 @@ pub async fn run<S>(
         // Subscribed to the user's channel before the writer starts: once the client
         // has read `welcome`, a direct message or notification to it cannot be missed.
         Box::pin(session.ensure_user_channel()).await;
-        let writer = node.tracker.spawn(
-            run_writer(
-                sink,
-                WriterParams {
-                    queue: handle.queue.clone(),
-                    control: handle.control.clone(),
-                    heartbeat: Duration::from_millis(node.config.heartbeat_ms),
-                    last_seen: last_seen.clone(),
-                    epoch,
-                    expires_at: session.identity.expires_at,
-                    drain_timeout: Duration::from_millis(node.config.shutdown_timeout_ms),
-                    write_timeout: Duration::from_millis(node.config.write_timeout_ms),
-                    max_out_frame: node.config.max_out_frame(),
-                    acked_ping: acked_ping.clone(),
-                },
-            )
-            // A debug-level child span: at info it is disabled and costs the writer,
-            // which is polled once per burst, nothing.
-            .instrument(tracing::debug_span!("writer")),
+        let writer = run_writer(
+            sink,
+            WriterParams {
+                queue: handle.queue.clone(),
+                control: handle.control.clone(),
+                heartbeat: Duration::from_millis(node.config.heartbeat_ms),
+                last_seen: last_seen.clone(),
+                epoch,
+                expires_at: session.identity.expires_at,
+                drain_timeout: Duration::from_millis(node.config.shutdown_timeout_ms),
+                write_timeout: Duration::from_millis(node.config.write_timeout_ms),
+                max_out_frame: node.config.max_out_frame(),
+                acked_ping: acked_ping.clone(),
+            },
         );
+        // The writer is polled once per burst: a span entered and left on every poll
+        // showed in the fan-out profile, so it gets one only when debug logs are on.
+        let writer = if tracing::enabled!(tracing::Level::DEBUG) {
+            node.tracker
+                .spawn(writer.instrument(tracing::debug_span!("writer")))
+        } else {
+            node.tracker.spawn(writer)
+        };
         let mut stream = stream;
         session
             .read_loop(&mut stream, &last_seen, &acked_ping, epoch)
