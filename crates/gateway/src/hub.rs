@@ -15,7 +15,7 @@ use wsgate_protocol::server::frame_id;
 use wsgate_protocol::MessageId;
 
 use crate::handle::{SessionHandle, SlowConsumer};
-use crate::queue::{Outbound, Wakes};
+use crate::queue::{Outbound, StoredAt, Wakes};
 
 mod gap;
 pub use gap::{Finished, GapStart, Refill};
@@ -338,8 +338,14 @@ impl Room {
     /// Hands a room's frame to its members: live ones get it (unless a replay or a
     /// refill already gave it to them), pending joins hold it.
     fn deliver(&mut self, frame: &Utf8Bytes, out: &mut Fanout, wakes: &mut Wakes) {
-        // The id is read off the frame's prefix once per frame, not per member.
+        // The id (and, for stored frames, the room's place) is read off the frame's
+        // prefix once per frame, not per member.
         let id = frame_id(frame.as_str());
+        let stored = StoredAt::of(frame.as_str());
+        let item = || match stored {
+            Some(at) => Outbound::Stored(frame.clone(), at),
+            None => Outbound::Frame(frame.clone()),
+        };
         if let Some(id) = id {
             if let Some(through) = self.skip_through {
                 if id <= through {
@@ -360,10 +366,7 @@ impl Room {
                         }
                         m.skip_through = None;
                     }
-                    match m
-                        .handle
-                        .offer_deferred(Outbound::Frame(frame.clone()), wakes)
-                    {
+                    match m.handle.offer_deferred(item(), wakes) {
                         Ok(()) => out.delivered += 1,
                         Err(SlowConsumer) => out.slow += 1,
                     }

@@ -13,6 +13,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub enum Outbound {
     /// One frame.
     Frame(Utf8Bytes),
+    /// A stored room frame (`message`, `publish`) with where it stands in its room,
+    /// read off the frame once by the hub instead of by every recipient's writer.
+    Stored(Utf8Bytes, StoredAt),
     /// Frames that must go out together and in order (a join's replay), taking one
     /// queue slot so a long replay cannot overflow the queue by itself.
     Batch(Vec<Utf8Bytes>),
@@ -24,7 +27,7 @@ impl Outbound {
     /// The bytes it holds (what it counts against the queue's byte bound).
     pub fn len(&self) -> usize {
         match self {
-            Outbound::Frame(f) => f.len(),
+            Outbound::Frame(f) | Outbound::Stored(f, _) => f.len(),
             Outbound::Batch(fs) => fs.iter().map(|f| f.len()).sum(),
             Outbound::Binary(b) => b.len(),
         }
@@ -33,6 +36,36 @@ impl Outbound {
     /// Whether it holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A stored frame's id and the byte range of its room name in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredAt {
+    /// The frame's id.
+    pub id: wsgate_protocol::MessageId,
+    /// Where the room name starts in the frame…
+    pub room_start: u32,
+    /// … and ends.
+    pub room_end: u32,
+}
+
+impl StoredAt {
+    /// Reads it off `frame` (`None` for a frame that is not a stored one).
+    pub fn of(frame: &str) -> Option<StoredAt> {
+        let (room, id) = wsgate_protocol::server::stored_at(frame)?;
+        Some(StoredAt {
+            id,
+            room_start: u32::try_from(room.start).ok()?,
+            room_end: u32::try_from(room.end).ok()?,
+        })
+    }
+
+    /// The room name, in `frame` (the frame it was read from).
+    pub fn room<'f>(&self, frame: &'f str) -> &'f str {
+        frame
+            .get(self.room_start as usize..self.room_end as usize)
+            .unwrap_or_default()
     }
 }
 
@@ -136,7 +169,10 @@ impl Drop for Wakes {
 /// A [`Wakes`] keeps room for this many wakers between batches.
 const WAKES_KEEP: usize = 4096;
 
-/// After a burst, a queue whose buffer grew past this many items gives it back.
+/// A queue whose buffer grew past this many items gives it back once a take finds
+/// it mostly unused (fewer than an eighth of its slots filled): traffic has calmed.
+/// While bursts keep coming the buffer is kept, rather than shrunk after each and
+/// grown again, copying, by the next (which showed in the fan-out profile).
 const QUEUE_SHRINK_ABOVE: usize = 64;
 
 impl Queue {
@@ -247,10 +283,11 @@ impl Queue {
             self.consumer.register(cx.waker());
             return Poll::Pending;
         }
+        let taken = st.items.len();
         out.extend(st.items.drain(..));
         st.in_flight += st.queued;
         st.queued = 0;
-        if st.items.capacity() > QUEUE_SHRINK_ABOVE {
+        if st.items.capacity() > QUEUE_SHRINK_ABOVE && taken < st.items.capacity() / 8 {
             st.items.shrink_to(QUEUE_SHRINK_ABOVE / 4);
         }
         drop(st);

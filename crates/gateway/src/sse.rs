@@ -227,7 +227,7 @@ async fn run(
                 if !more { break }
                 'items: for item in batch.drain(..) {
                     let frames = match item {
-                        Outbound::Frame(f) => vec![f],
+                        Outbound::Frame(f) | Outbound::Stored(f, _) => vec![f],
                         Outbound::Batch(fs) => fs,
                         // Only the echo endpoint queues binary frames.
                         Outbound::Binary(_) => continue,

@@ -443,6 +443,14 @@ pub fn frame_id(frame: &str) -> Option<MessageId> {
     rest.split_once('"')?.0.parse().ok()
 }
 
+/// Where a stored frame's room name lies in it (a byte range) and its id: what
+/// [`stored_room_id`] reads, as offsets, so it can travel with the frame.
+pub fn stored_at(frame: &str) -> Option<(std::ops::Range<usize>, MessageId)> {
+    let (room, id) = stored_room_id(frame)?;
+    let start = room.as_ptr() as usize - frame.as_ptr() as usize;
+    Some((start..start + room.len(), id))
+}
+
 /// The room and id of a stored frame (`message` or `publish` into a room), read off
 /// its prefix: `{"type":K,"id":ID,"room":R,…}` as [`splice`] builds it.
 pub fn stored_room_id(frame: &str) -> Option<(&str, MessageId)> {

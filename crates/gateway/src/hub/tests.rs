@@ -53,7 +53,7 @@ fn session(id: u64, cap: usize) -> (SessionHandle, Rx) {
 
 fn text(o: Outbound) -> Vec<String> {
     match o {
-        Outbound::Frame(f) => vec![f.to_string()],
+        Outbound::Frame(f) | Outbound::Stored(f, _) => vec![f.to_string()],
         Outbound::Batch(fs) => fs.into_iter().map(|f| f.to_string()).collect(),
         Outbound::Binary(_) => panic!("the hub never queues binary frames"),
     }
@@ -87,7 +87,10 @@ fn fanout_hands_the_same_bytes_to_live_members_only_of_that_room() {
         }
     );
     match (ra.try_recv().unwrap(), rb.try_recv().unwrap()) {
-        (Outbound::Frame(x), Outbound::Frame(y)) => {
+        (
+            Outbound::Frame(x) | Outbound::Stored(x, _),
+            Outbound::Frame(y) | Outbound::Stored(y, _),
+        ) => {
             assert_eq!(
                 x.as_str().as_ptr(),
                 y.as_str().as_ptr(),

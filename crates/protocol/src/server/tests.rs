@@ -26,6 +26,9 @@ fn stored_entry_becomes_the_message_frame() {
         stored_room_id(r#"{"type":"direct","id":"1-0","room":"x"}"#),
         None
     );
+    let (room, id) = stored_at(&frame).unwrap();
+    assert_eq!((&frame[room], id), ("lobby", MessageId::new(17, 3)));
+    assert_eq!(stored_at(r#"{"type":"presence","room":"x"}"#), None);
     // And it decodes as the typed frame a client uses.
     assert!(matches!(
         serde_json::from_str::<ServerFrame>(&frame).unwrap(),

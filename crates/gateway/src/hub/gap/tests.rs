@@ -49,7 +49,7 @@ fn drain(q: &Queue) -> Vec<String> {
     let mut out = Vec::new();
     while let Some(item) = q.try_pop() {
         let frames = match item {
-            Outbound::Frame(f) => vec![f],
+            Outbound::Frame(f) | Outbound::Stored(f, _) => vec![f],
             Outbound::Batch(fs) => fs,
             Outbound::Binary(_) => panic!("no binary frames here"),
         };
