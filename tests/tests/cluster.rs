@@ -449,7 +449,7 @@ async fn pipelined_burst(node_a: &Gateway, node_b: &Gateway) {
                 let id: wsgate_protocol::MessageId = f["id"].as_str().unwrap().parse().unwrap();
                 assert!(
                     last_id.is_none_or(|l| l < id),
-                    "ids grow with the order sent"
+                    "ids grow with the order sent: ack {answers} id {id} after {last_id:?}"
                 );
                 last_id = Some(id);
                 answers += 1;

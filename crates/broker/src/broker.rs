@@ -124,6 +124,18 @@ pub trait Broker: Send + Sync + 'static {
     /// [`crate::Error::Unavailable`]: nothing was stored or published.
     async fn publish_entry(&self, room: &str, entry: &StoredEntry) -> Result<MessageId>;
 
+    /// [`Broker::publish_entry`] for several entries (room, entry), stored and
+    /// published in the given order, each with its own outcome. A client's burst of
+    /// messages goes this way: in one round trip (one Redis pipeline), where one
+    /// publish after another would each wait for the last.
+    async fn publish_entries(&self, entries: &[(String, StoredEntry)]) -> Vec<Result<MessageId>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for (room, entry) in entries {
+            out.push(self.publish_entry(room, entry).await);
+        }
+        out
+    }
+
     /// Publishes a frame that is not stored (presence, typing, direct, broadcast).
     ///
     /// # Errors

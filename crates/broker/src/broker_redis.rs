@@ -117,26 +117,64 @@ impl Broker for RedisBroker {
     }
 
     async fn publish_entry(&self, room: &str, entry: &StoredEntry) -> Result<MessageId> {
+        let one = [(room.to_owned(), entry.clone())];
+        self.publish_entries(&one)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Error::Unavailable("no answer from redis".into())))
+    }
+
+    async fn publish_entries(&self, entries: &[(String, StoredEntry)]) -> Vec<Result<MessageId>> {
         let keys = &self.link.keys;
-        let id: String = self
+        // One pipeline, so Redis runs the scripts in this order whatever else shares
+        // the connection; each command keeps its own outcome (`ignore_errors`).
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (room, entry) in entries {
+            pipe.cmd("EVALSHA")
+                .arg(self.publish.get_hash())
+                .arg(3)
+                .arg(keys.history(room))
+                .arg(keys.room_meta(room))
+                .arg(keys.store_epoch())
+                .arg(entry.kind.as_str())
+                .arg(&entry.body)
+                .arg(self.link.policy.rules(room).history_len)
+                .arg(self.link.ttl_s(room))
+                .arg(keys.channel(&Channel::Room(room.clone())))
+                .arg(fresh_epoch());
+        }
+        let answers: Vec<redis::RedisResult<String>> = match self
             .link
             .with_conn(|mut c| async move {
-                self.publish
-                    .key(keys.history(room))
-                    .key(keys.room_meta(room))
-                    .key(keys.store_epoch())
-                    .arg(entry.kind.as_str())
-                    .arg(&entry.body)
-                    .arg(self.link.policy.rules(room).history_len)
-                    .arg(self.link.ttl_s(room))
-                    .arg(keys.channel(&Channel::Room(room.to_owned())))
-                    .arg(fresh_epoch())
-                    .invoke_async(&mut c)
+                pipe.query_async::<Vec<redis::RedisResult<String>>>(&mut c)
                     .await
             })
-            .await?;
-        id.parse()
-            .map_err(|_| Error::Unavailable(format!("redis returned a bad id {id:?}")))
+            .await
+        {
+            Ok(answers) if answers.len() == entries.len() => answers,
+            Ok(_) => {
+                let e = Error::Unavailable("redis answered a pipeline short".into());
+                return entries.iter().map(|_| Err(e.clone())).collect();
+            }
+            Err(e) => return entries.iter().map(|_| Err(e.clone())).collect(),
+        };
+        if answers
+            .iter()
+            .any(|a| matches!(a, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
+        {
+            // The script cache was flushed under a live connection: those publishes
+            // are refused (nothing stored), and the script is loaded for the next.
+            self.link.reload_publish_script().await;
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                let id = a.map_err(crate::redis_link::unavailable)?;
+                id.parse()
+                    .map_err(|_| Error::Unavailable(format!("redis returned a bad id {id:?}")))
+            })
+            .collect()
     }
 
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<()> {

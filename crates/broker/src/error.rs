@@ -1,7 +1,7 @@
 //! Errors of broker operations.
 
 /// A broker operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The backing store cannot be reached; nothing was stored or sent.
     #[error("broker unavailable: {0}")]

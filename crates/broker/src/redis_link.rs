@@ -83,12 +83,11 @@ pub fn parse_version(info: &str) -> Option<(u32, u32)> {
 
 /// Loads the publish script on a new connection, before any publish runs on it.
 ///
-/// A session's publishes are pipelined: with the script missing (a new or restarted
-/// Redis), each of a burst would fail `NOSCRIPT` and be retried after loading it
-/// (what `Script::invoke_async` does), and a later message sent after the first
-/// reload would be stored before an earlier one. Loaded here, on every connection
-/// the node starts using, the fallback is only ever taken after a `SCRIPT FLUSH` on a
-/// live connection.
+/// Publishes go as `EVALSHA` in a pipeline (`RedisBroker::publish_entries`), with no
+/// load-and-retry per command (a retried command would be stored after the ones
+/// behind it): the script is loaded on every connection the node starts using, and
+/// again after a `NOSCRIPT` (a `SCRIPT FLUSH` on a live connection), which refuses
+/// only the publishes that met it.
 async fn load_publish_script(c: &mut MultiplexedConnection) -> Result<()> {
     redis::cmd("SCRIPT")
         .arg("LOAD")
@@ -177,6 +176,15 @@ impl RedisLink {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|(_, c)| c.clone())
+    }
+
+    /// Loads the publish script again on the command connection (after `NOSCRIPT`).
+    pub async fn reload_publish_script(&self) {
+        if let Ok(mut c) = self.conn().await {
+            if let Err(e) = load_publish_script(&mut c).await {
+                tracing::warn!(error = %e, "cannot load the publish script");
+            }
+        }
     }
 
     /// Forgets a connection that failed, so the next command takes a fresh one.

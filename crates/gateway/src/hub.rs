@@ -18,7 +18,9 @@ use crate::handle::{SessionHandle, SlowConsumer};
 use crate::queue::{Outbound, StoredAt, Wakes};
 
 mod gap;
+mod user_sessions;
 pub use gap::{Finished, GapStart, Refill};
+use user_sessions::UserSessions;
 
 /// Local sessions by room and by user.
 pub struct Hub {
@@ -32,7 +34,7 @@ pub struct Hub {
 #[derive(Default)]
 struct State {
     rooms: HashMap<String, Room>,
-    users: HashMap<String, HashMap<u64, SessionHandle>>,
+    users: HashMap<String, UserSessions>,
     all: HashMap<u64, SessionHandle>,
     /// Counts the broker's gaps: a refill started for one gap does not end the hold
     /// of a later one.
@@ -129,9 +131,17 @@ impl Hub {
     pub fn register(&self, user_id: &str, handle: &SessionHandle) -> bool {
         let mut st = self.lock();
         st.all.insert(handle.id, handle.clone());
-        let sessions = st.users.entry(user_id.to_owned()).or_default();
-        sessions.insert(handle.id, handle.clone());
-        sessions.len() == 1
+        match st.users.get_mut(user_id) {
+            Some(sessions) => {
+                sessions.insert(handle.clone());
+                false
+            }
+            None => {
+                st.users
+                    .insert(user_id.to_owned(), UserSessions::One(handle.clone()));
+                true
+            }
+        }
     }
 
     /// Removes a session. Returns `true` when it was the user's last local session.
@@ -141,8 +151,7 @@ impl Hub {
         let Some(sessions) = st.users.get_mut(user_id) else {
             return false;
         };
-        sessions.remove(&id);
-        if sessions.is_empty() {
+        if sessions.remove(id) {
             st.users.remove(user_id);
             true
         } else {

@@ -258,6 +258,15 @@ impl Queue {
         self.space.wake();
     }
 
+    /// Gives the buffer back when nothing is queued (the writer calls it once per
+    /// heartbeat: an idle connection then holds no queue buffer).
+    pub fn release_idle(&self) {
+        let mut st = self.lock();
+        if st.items.is_empty() && st.items.capacity() > 0 {
+            st.items = VecDeque::new();
+        }
+    }
+
     /// The consumer has written what it took: those bytes no longer count.
     pub fn written(&self) {
         self.lock().in_flight = 0;

@@ -17,7 +17,7 @@ use crate::response::{error_response, full, Body};
 
 /// Read buffer per connection, allocated up front: small, since client frames are
 /// small; it grows for a large frame (bounded by the frame limit).
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 256;
 /// Frames are written to the socket once this much is buffered, or at a flush.
 const WRITE_BUFFER: usize = 16 * 1024;
 

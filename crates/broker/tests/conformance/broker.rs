@@ -205,7 +205,50 @@ async fn an_empty_room_keeps_its_epoch_when_written(make: Factory) {
     assert_eq!(r.entries.iter().map(|e| e.0).collect::<Vec<_>>(), vec![id]);
 }
 
+/// A batch is stored and published in its order, across rooms, each entry with its
+/// own id, and byte for byte what one publish at a time would have made.
+async fn a_batch_is_published_in_order(make: Factory) {
+    let Made {
+        b: backend,
+        mut rx,
+        _redis,
+    } = make(100).await;
+    let b = backend.broker;
+    for r in ["a", "b"] {
+        b.subscribe(&Channel::Room(r.into())).await.unwrap();
+    }
+    let batch: Vec<(String, _)> = (0..40)
+        .map(|i| {
+            let room = if i % 3 == 0 { "b" } else { "a" };
+            (room.to_owned(), entry(room, &format!("m{i}")))
+        })
+        .collect();
+    let ids: Vec<MessageId> = b
+        .publish_entries(&batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(ids.len(), batch.len());
+    for room in ["a", "b"] {
+        let mine: Vec<_> = ids
+            .iter()
+            .zip(&batch)
+            .filter(|(_, (r, _))| r == room)
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "{room}: {mine:?}");
+    }
+    for (id, (room, e)) in ids.iter().zip(&batch) {
+        let (ch, frame) = next_frame(&mut rx).await;
+        assert_eq!(ch, Channel::Room(room.clone()));
+        assert_eq!(frame, e.frame(*id));
+    }
+    assert!(b.publish_entries(&[]).await.is_empty());
+}
+
 crate::suite!(
+    a_batch_is_published_in_order,
     ids_sort_in_publish_order_and_reach_subscribers,
     history_pages_and_replay_is_exact,
     replays_and_pages_are_bounded_in_bytes,

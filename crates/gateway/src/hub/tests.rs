@@ -198,6 +198,22 @@ fn users_and_broadcast() {
     );
     assert!(!hub.unregister("alice", 1));
     assert!(hub.needs(&Channel::User("alice".into())));
-    assert!(hub.unregister("alice", 2));
+    // Back to one session: it alone still gets the user's frames.
+    while r1.try_recv().is_ok() {}
+    while r2.try_recv().is_ok() {}
+    assert_eq!(
+        hub.dispatch(&Channel::User("alice".into()), &f).delivered,
+        1
+    );
+    assert!(r2.try_recv().is_ok() && r1.try_recv().is_err());
+    // A third session makes a map again; the user stays until the last leaves.
+    let (a3, _r3) = session(4, 8);
+    assert!(!hub.register("alice", &a3));
+    assert!(!hub.unregister("alice", 2));
+    assert!(
+        !hub.unregister("alice", 99),
+        "an unknown session changes nothing"
+    );
+    assert!(hub.unregister("alice", 4));
     assert!(!hub.needs(&Channel::User("alice".into())));
 }
