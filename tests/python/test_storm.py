@@ -66,8 +66,7 @@ def test_a_drain_spreads_its_closes_and_hints_each_client(start_gateway: Callabl
         # closed at once.
         assert closes[-1] - closes[0] >= 0.6, f"closed within {closes[-1] - closes[0]:.2f} s"
         busiest = max(sum(1 for t in closes if s <= t < s + 0.2) for s in closes)
-        # (Not half: a loaded CI box can hold a Python reader back a few hundred ms.)
-        assert busiest <= n * 3 // 4, f"{busiest} of {n} closes within 200 ms"
+        assert busiest <= n // 2, f"{busiest} of {n} closes within 200 ms"
         # The delays are drawn, not one value.
         assert len(set(delays)) > n // 4, sorted(delays)
         await Client.close_all()

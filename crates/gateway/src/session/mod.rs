@@ -269,8 +269,13 @@ impl Session {
             }
             // Frames that are already here are served before the `message`s among
             // them are published, so a burst is published as one batch (one round
-            // trip, in order: `publishing`).
-            while !self.publishing.is_empty() && !self.publishing.is_full() {
+            // trip, in order: `publishing`). Each batched message will queue up to two
+            // frames for this client (its `ack` and its own copy): the batch stops
+            // growing where the queue's half-full rule above would have stopped reading.
+            while !self.publishing.is_empty()
+                && !self.publishing.is_full()
+                && queue.len() + 2 * self.publishing.len() < backlog
+            {
                 let Some(msg) = stream.next().now_or_never() else {
                     break;
                 };

@@ -38,6 +38,11 @@ impl Batch {
         self.entries.is_empty()
     }
 
+    /// `message`s waiting.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether the batch is as large as it gets.
     pub(super) fn is_full(&self) -> bool {
         self.entries.len() >= MAX_BATCH
