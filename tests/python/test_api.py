@@ -3,6 +3,7 @@ rules and its refusals, against the real binary (embedded broker)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from backend_harness import (
@@ -295,5 +296,28 @@ def test_notification_refusals(start_gateway):
         # The list endpoint's own refusals.
         for q in ["limit=0", "limit=101", "limit=x", "unread_only=maybe", "before=bad%20id"]:
             await api_error(gw, "GET", f"/api/users/u/notifications?{q}", status=400, code="invalid_field")
+
+    run_backend(body)
+
+
+def test_idempotent_publish_on_the_embedded_broker(start_gateway):
+    """One node, no Redis: a retried key is answered the first id, stores and sends
+    nothing; the key is remembered for `--idempotency-ttl` only."""
+    gw = start_gateway(*key_flags(), "--idempotency-ttl", "1s")
+
+    async def body():
+        alice = await gw.connect("alice")
+        await alice.join_first("orders")
+        req = {"room": "orders", "data": "first", "idempotency_key": "o-1"}
+        first = await api(gw, "POST", "/api/publish", req)
+        retry = await api(gw, "POST", "/api/publish", {**req, "data": "retry"})
+        assert retry.body == {"id": first.body["id"], "replayed": True}, retry.body
+        assert (await alice.expect("publish"))["data"] == "first"
+        await asyncio.sleep(1.2)  # the key's lifetime (1 s) has passed
+        later = await api(gw, "POST", "/api/publish", {**req, "data": "later"})
+        assert later.status == 200 and set(later.body) == {"id"} and later.body["id"] > first.body["id"]
+        assert (await alice.expect("publish"))["data"] == "later"
+        hist = await alice.request({"type": "history", "room": "orders"}, "history")
+        assert [m["data"] for m in hist["messages"]] == ["first", "later"]
 
     run_backend(body)

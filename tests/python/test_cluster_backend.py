@@ -12,6 +12,7 @@ from typing import Callable
 import pytest
 
 from backend_harness import (
+    api,
     api_error,
     check_resume_under_traffic,
     RedisServer,
@@ -286,3 +287,44 @@ def test_api_answers_503_while_redis_is_down(redis, start_gateway):
 
 async def _is(awaitable, value):
     return True if await awaitable == value else None
+
+
+def test_idempotent_publish_happens_once_whichever_node_the_retry_reaches(cluster):
+    """A back end retrying a publish with the same `idempotency_key` through another
+    node gets the first answer (with "replayed": true) and nothing is stored or sent
+    twice; a new key publishes; user and broadcast targets likewise; a bad key is
+    refused."""
+    n1, n2, n3 = cluster
+
+    async def body():
+        alice = await n3.connect("alice")
+        await alice.join_first("orders")
+        first = await api(n1, "POST", "/api/publish", {"room": "orders", "data": 1, "idempotency_key": "o-1"})
+        assert (first.status, set(first.body)) == (200, {"id"}), first.body
+        for gw in (n2, n3, n1):
+            retry = await api(gw, "POST", "/api/publish", {"room": "orders", "data": 2, "idempotency_key": "o-1"})
+            assert (retry.status, retry.body) == (200, {"id": first.body["id"], "replayed": True}), retry.body
+        other = await api(n2, "POST", "/api/publish", {"room": "orders", "data": 3, "idempotency_key": "o-2"})
+        assert other.status == 200 and "replayed" not in other.body
+        got = [await alice.expect("publish") for _ in range(2)]
+        assert [(p["id"], p["data"]) for p in got] == [(first.body["id"], 1), (other.body["id"], 3)]
+        hist = await alice.request({"type": "history", "room": "orders"}, "history")
+        assert [m["data"] for m in hist["messages"]] == [1, 3], "the retries stored nothing"
+
+        for target in ({"user_id": "alice"}, {"broadcast": True}):
+            key = f"k-{list(target)[0]}"
+            a = await api(n1, "POST", "/api/publish", {**target, "data": "once", "idempotency_key": key})
+            b = await api(n2, "POST", "/api/publish", {**target, "data": "twice", "idempotency_key": key})
+            assert (a.status, a.body, b.status, b.body) == (200, {}, 200, {"replayed": True})
+            f = await alice.expect("broadcast" if "broadcast" in target else "publish")
+            assert f["data"] == "once"
+        # Anything sent twice would have been published before this barrier (one Redis,
+        # one Pub/Sub connection per node): the barrier must be the very next frame.
+        await publish_user(n3, "alice", "barrier")
+        assert (await alice.expect("publish"))["data"] == "barrier"
+
+        for bad in ("", 5, "x" * 257, "tab\there"):
+            await api_error(n1, "POST", "/api/publish", {"room": "orders", "data": 0, "idempotency_key": bad},
+                            status=400, code="invalid_field")
+
+    run_backend(body)

@@ -124,6 +124,34 @@ pub trait Broker: Send + Sync + 'static {
     /// [`crate::Error::Unavailable`]: nothing was stored or published.
     async fn publish_entry(&self, room: &str, entry: &StoredEntry) -> Result<MessageId>;
 
+    /// [`Broker::publish_entry`] at most once per idempotency `key` within `ttl`, on
+    /// every node of the cluster: a retry with the same key is answered the first
+    /// publish's id and stores and publishes nothing. Returns the id and whether this
+    /// call published it (`false` for a retry).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`]: nothing was stored or published.
+    async fn publish_entry_once(
+        &self,
+        room: &str,
+        entry: &StoredEntry,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(MessageId, bool)>;
+
+    /// [`Broker::publish`] at most once per idempotency `key` within `ttl`; `false`
+    /// for a retry (nothing published).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`]: nothing was published.
+    async fn publish_once(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
+
     /// [`Broker::publish_entry`] for several entries (room, entry), stored and
     /// published in the given order, each with its own outcome. A client's burst of
     /// messages goes this way: in one round trip (one Redis pipeline), where one

@@ -21,6 +21,7 @@ use wsgate_protocol::MessageId;
 use crate::broker::{empty_epoch, Broker, Channel, HistoryPage, Replay, RoomState};
 use crate::bus::MemoryBus;
 use crate::error::{Error, Result};
+use crate::once_memory::OnceKeys;
 use crate::rules::RoomPolicy;
 
 /// The embedded broker.
@@ -35,6 +36,9 @@ pub struct MemoryBroker {
     /// event is queued, which is what keeps delivery order equal to id order. Nothing
     /// else awaits while holding it, and the event consumer never calls back in here.
     rooms: Mutex<Rooms>,
+    /// Idempotency keys; held across a keyed publish, so a retry racing the first
+    /// waits for its answer.
+    once: Mutex<OnceKeys>,
 }
 
 struct Rooms {
@@ -76,6 +80,7 @@ impl MemoryBroker {
                 by_name: HashMap::new(),
                 swept: Instant::now(),
             }),
+            once: Mutex::new(OnceKeys::default()),
         }
     }
 
@@ -179,6 +184,38 @@ impl Broker for MemoryBroker {
             .emit(&Channel::Room(room.to_owned()), frame)
             .await?;
         Ok(id)
+    }
+
+    async fn publish_entry_once(
+        &self,
+        room: &str,
+        entry: &StoredEntry,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<(MessageId, bool)> {
+        let mut once = self.once.lock().await;
+        if let Some(Some(id)) = once.get(key, Instant::now()) {
+            return Ok((id, false));
+        }
+        let id = self.publish_entry(room, entry).await?;
+        once.set(key, Some(id), ttl, Instant::now());
+        Ok((id, true))
+    }
+
+    async fn publish_once(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let mut once = self.once.lock().await;
+        if once.get(key, Instant::now()).is_some() {
+            return Ok(false);
+        }
+        self.publish(channel, frame).await?;
+        once.set(key, None, ttl, Instant::now());
+        Ok(true)
     }
 
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<()> {

@@ -27,6 +27,10 @@ pub struct RedisBroker {
     pubsub: Arc<PubSub>,
     /// Stores and publishes one entry.
     publish: Script,
+    /// The same at most once per idempotency key.
+    publish_once: Script,
+    /// Publishes an unstored frame at most once per idempotency key.
+    publish_frame_once: Script,
     /// The room's state and, with a `since`, what came after it.
     replay: Script,
     /// A page of history.
@@ -40,6 +44,8 @@ impl RedisBroker {
             link,
             pubsub,
             publish: Script::new(&scripts::publish_entry()),
+            publish_once: Script::new(&scripts::publish_entry_once()),
+            publish_frame_once: Script::new(scripts::PUBLISH_ONCE),
             replay: Script::new(&scripts::replay()),
             history: Script::new(&scripts::history()),
         }
@@ -175,6 +181,62 @@ impl Broker for RedisBroker {
                     .map_err(|_| Error::Unavailable(format!("redis returned a bad id {id:?}")))
             })
             .collect()
+    }
+
+    async fn publish_entry_once(
+        &self,
+        room: &str,
+        entry: &StoredEntry,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(MessageId, bool)> {
+        let keys = &self.link.keys;
+        let (id, fresh): (String, i64) = self
+            .link
+            .with_conn(|mut c| async move {
+                self.publish_once
+                    .key(keys.history(room))
+                    .key(keys.room_meta(room))
+                    .key(keys.store_epoch())
+                    .key(keys.idempotency(key))
+                    .arg(entry.kind.as_str())
+                    .arg(&entry.body)
+                    .arg(self.link.policy.rules(room).history_len)
+                    .arg(self.link.ttl_s(room))
+                    .arg(keys.channel(&Channel::Room(room.to_owned())))
+                    .arg(fresh_epoch())
+                    .arg(ttl.as_secs().max(1))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let id = id
+            .parse()
+            .map_err(|_| Error::Unavailable(format!("redis returned a bad id {id:?}")))?;
+        Ok((id, fresh == 1))
+    }
+
+    async fn publish_once(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let keys = &self.link.keys;
+        let fresh: i64 = self
+            .link
+            .with_conn(|mut c| async move {
+                self.publish_frame_once
+                    .key(keys.idempotency(key))
+                    .arg(ttl.as_secs().max(1))
+                    .arg(keys.channel(channel))
+                    .arg(frame.as_ref())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(fresh == 1)
     }
 
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<()> {

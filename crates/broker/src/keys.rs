@@ -128,6 +128,11 @@ impl Keys {
         format!("{}:notifications:{user}", self.prefix)
     }
 
+    /// What a publish with an idempotency key answered (for its retries).
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.prefix)
+    }
+
     /// A user's saved session state (rooms and last ids).
     pub fn restore(&self, user: &str) -> String {
         format!("{}:restore:{user}", self.prefix)

@@ -33,6 +33,7 @@ pub mod inbox;
 pub mod inbox_memory;
 pub mod inbox_redis;
 pub mod keys;
+pub mod once_memory;
 pub mod presence;
 pub mod presence_memory;
 pub mod presence_redis;

@@ -61,9 +61,37 @@ end
 /// KEYS: stream, meta, store epoch. ARGV: kind, body, maxlen, ttl seconds, channel,
 /// fresh epoch. Returns the new id.
 pub fn publish_entry() -> String {
+    format!("{SPLICE}{EPOCH}{PUBLISH}return id\n")
+}
+
+/// [`publish_entry`] at most once per idempotency key: a key already set answers the
+/// id it holds and writes nothing; otherwise the entry is published and the key set
+/// to its id for the given time.
+///
+/// KEYS: stream, meta, store epoch, idempotency key. ARGV: as [`publish_entry`], then
+/// the key's lifetime in seconds. Returns `{id, 1}` when published, `{id, 0}` for a retry.
+pub fn publish_entry_once() -> String {
     format!(
-        "{SPLICE}{EPOCH}{}",
-        r#"
+        "{SPLICE}{EPOCH}{}{PUBLISH}{}",
+        "local prev = redis.call('GET', KEYS[4])\nif prev then return {prev, 0} end\n",
+        "redis.call('SET', KEYS[4], id, 'EX', ARGV[7])\nreturn {id, 1}\n"
+    )
+}
+
+/// Publishes a frame that is not stored at most once per idempotency key.
+///
+/// KEYS: idempotency key. ARGV: lifetime in seconds, channel, frame. Returns 1 when
+/// published, 0 for a retry.
+pub const PUBLISH_ONCE: &str = r#"
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+/// The body shared by the publish scripts: leaves the new id in `id`.
+const PUBLISH: &str = r#"
 local epoch, _, has_meta = current_epoch(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[4])
 if not has_meta then redis.call('HSET', KEYS[2], 'epoch', epoch) end
 redis.call('HSET', KEYS[2], 'stream', '1')
@@ -71,10 +99,7 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'k', ARGV[1]
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], splice(ARGV[1], id, ARGV[2]))
-return id
-"#
-    )
-}
+"#;
 
 /// The room's epoch and last id, and with a `since`, the frames after it, at most
 /// `max_bytes` of them (the newest, when there are more: the replay is then cut).

@@ -44,9 +44,16 @@ pub fn check(data: &[u8]) {
 }
 
 fn publish_ok(req: &PublishRequest, obj: &Map<String, Value>) {
-    assert!(obj
-        .keys()
-        .all(|k| ["room", "user_id", "broadcast", "data"].contains(&k.as_str())));
+    assert!(obj.keys().all(
+        |k| ["room", "user_id", "broadcast", "data", "idempotency_key"].contains(&k.as_str())
+    ));
+    match &req.idempotency_key {
+        Some(k) => {
+            assert_eq!(obj.get("idempotency_key"), Some(&Value::String(k.clone())));
+            assert!(!k.is_empty() && k.len() <= 256 && !k.chars().any(char::is_control));
+        }
+        None => assert!(obj.get("idempotency_key").is_none()),
+    }
     assert_eq!(obj.get("data"), Some(&req.data));
     let targets = [
         obj.get("room").is_some(),

@@ -83,6 +83,11 @@ pub struct Config {
     #[arg(long, env = "WSGATE_NOTIFICATIONS_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
     pub notifications_ttl: std::time::Duration,
 
+    /// How long `POST /api/publish` remembers an `idempotency_key` (a retry within it
+    /// publishes nothing and gets the first answer).
+    #[arg(long, env = "WSGATE_IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub idempotency_ttl: std::time::Duration,
+
     /// How long a user's rooms and last ids are kept after their session closes.
     #[arg(long, env = "WSGATE_SESSION_STATE_TTL", default_value = "600s", value_parser = humantime::parse_duration)]
     pub session_state_ttl: std::time::Duration,
@@ -348,6 +353,9 @@ impl Config {
         }
         if self.notifications_ttl.is_zero() || self.session_state_ttl.is_zero() {
             return Err("--notifications-ttl and --session-state-ttl must be positive".into());
+        }
+        if self.idempotency_ttl < std::time::Duration::from_secs(1) {
+            return Err("--idempotency-ttl must be at least 1s".into());
         }
         if self.handshake_timeout_ms < 10 {
             return Err("--handshake-timeout-ms must be at least 10".into());

@@ -247,7 +247,57 @@ async fn a_batch_is_published_in_order(make: Factory) {
     assert!(b.publish_entries(&[]).await.is_empty());
 }
 
+/// A keyed publish happens once: its retry gets the first id and nothing is stored or
+/// sent again; another key publishes; an unstored frame likewise.
+async fn a_keyed_publish_happens_once(make: Factory) {
+    let Made {
+        b: backend,
+        mut rx,
+        _redis,
+    } = make(100).await;
+    let b = backend.broker;
+    let room = Channel::Room("k".into());
+    b.subscribe(&room).await.unwrap();
+    let ttl = std::time::Duration::from_secs(60);
+    let (id, fresh) = b
+        .publish_entry_once("k", &entry("k", "first"), "key-1", ttl)
+        .await
+        .unwrap();
+    assert!(fresh);
+    let (again, fresh) = b
+        .publish_entry_once("k", &entry("k", "retry"), "key-1", ttl)
+        .await
+        .unwrap();
+    assert_eq!((again, fresh), (id, false));
+    let (other, fresh) = b
+        .publish_entry_once("k", &entry("k", "second"), "key-2", ttl)
+        .await
+        .unwrap();
+    assert!(fresh && other > id);
+    assert_eq!(next_frame(&mut rx).await.1, entry("k", "first").frame(id));
+    assert_eq!(
+        next_frame(&mut rx).await.1,
+        entry("k", "second").frame(other)
+    );
+    let page = b.history("k", None, 10, usize::MAX).await.unwrap();
+    assert_eq!(page.frames.len(), 2, "the retry stored nothing");
+    let user = Channel::User("u".into());
+    b.subscribe(&user).await.unwrap();
+    assert!(b
+        .publish_once(&user, "{\"n\":1}".into(), "key-3", ttl)
+        .await
+        .unwrap());
+    assert!(!b
+        .publish_once(&user, "{\"n\":2}".into(), "key-3", ttl)
+        .await
+        .unwrap());
+    assert_eq!(next_frame(&mut rx).await.1, "{\"n\":1}");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(rx.try_recv().is_err(), "nothing sent twice");
+}
+
 crate::suite!(
+    a_keyed_publish_happens_once,
     a_batch_is_published_in_order,
     ids_sort_in_publish_order_and_reach_subscribers,
     history_pages_and_replay_is_exact,

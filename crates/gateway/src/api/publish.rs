@@ -35,7 +35,13 @@ pub struct PublishRequest {
     pub target: PublishTarget,
     /// The `data`: any JSON value.
     pub data: Value,
+    /// `idempotency_key`: a retry with the same key within `--idempotency-ttl` is
+    /// answered the first publish's answer and publishes nothing.
+    pub idempotency_key: Option<String>,
 }
+
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 /// Parses and validates a `POST /api/publish` body (already read, within the size
 /// limit): exactly one of `room`, `user_id`, `broadcast:true`, with `data`.
@@ -45,7 +51,10 @@ pub struct PublishRequest {
 /// The refusal the API answers with: 400 `bad_json` or `invalid_field`.
 pub fn parse_publish(bytes: &[u8]) -> Result<PublishRequest, Box<Response<Body>>> {
     let mut body = json_object(bytes)?;
-    only_fields(&body, &["room", "user_id", "broadcast", "data"])?;
+    only_fields(
+        &body,
+        &["room", "user_id", "broadcast", "data", "idempotency_key"],
+    )?;
     let Some(data) = body.remove("data") else {
         return Err(invalid("data is missing"));
     };
@@ -74,7 +83,26 @@ pub fn parse_publish(bytes: &[u8]) -> Result<PublishRequest, Box<Response<Body>>
             ))
         }
     };
-    Ok(PublishRequest { target, data })
+    let idempotency_key = match body.get("idempotency_key") {
+        None => None,
+        Some(Value::String(k))
+            if !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY
+                && !k.chars().any(char::is_control) =>
+        {
+            Some(k.clone())
+        }
+        Some(_) => {
+            return Err(invalid(
+                "idempotency_key must be a string of 1-256 bytes without control characters",
+            ))
+        }
+    };
+    Ok(PublishRequest {
+        target,
+        data,
+        idempotency_key,
+    })
 }
 
 /// `POST /api/publish`: exactly one of `room`, `user_id`, `broadcast:true`, with `data`.
@@ -94,20 +122,48 @@ where
     method_is(req.method(), Method::POST)?;
     check_key(node, req.headers())?;
     let bytes = read_body(node, req).await?;
-    let PublishRequest { target, data } = parse_publish(&bytes)?;
+    let PublishRequest {
+        target,
+        data,
+        idempotency_key: key,
+    } = parse_publish(&bytes)?;
     let ts = now_ts();
+    let ttl = node.config.idempotency_ttl;
+    // A retry is answered what the first publish was, with `"replayed": true`.
+    let answer = |mut body: Value, fresh: bool| {
+        if !fresh {
+            body["replayed"] = Value::Bool(true);
+        }
+        json_response(StatusCode::OK, &body)
+    };
+    let key = key.as_deref();
+    let once = |channel: Channel, frame: String| async move {
+        match key {
+            Some(k) => {
+                node.broker
+                    .publish_once(&channel, frame.into(), k, ttl)
+                    .await
+            }
+            None => node
+                .broker
+                .publish(&channel, frame.into())
+                .await
+                .map(|()| true),
+        }
+    };
     match target {
         PublishTarget::Room(room) => {
             let entry = StoredEntry::publish(&room, &data, &ts);
-            let id = node
-                .broker
-                .publish_entry(&room, &entry)
-                .await
-                .map_err(|e| unavailable(node, e))?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"id": id.to_string()}),
-            ))
+            let (id, fresh) = match key {
+                Some(k) => node.broker.publish_entry_once(&room, &entry, k, ttl).await,
+                None => node
+                    .broker
+                    .publish_entry(&room, &entry)
+                    .await
+                    .map(|id| (id, true)),
+            }
+            .map_err(|e| unavailable(node, e))?;
+            Ok(answer(json!({"id": id.to_string()}), fresh))
         }
         PublishTarget::User(user) => {
             let frame = ServerFrame::Publish {
@@ -117,19 +173,17 @@ where
                 data,
                 ts,
             };
-            node.broker
-                .publish(&Channel::User(user), frame.encode().into())
+            let fresh = once(Channel::User(user), frame.encode())
                 .await
                 .map_err(|e| unavailable(node, e))?;
-            Ok(json_response(StatusCode::OK, &json!({})))
+            Ok(answer(json!({}), fresh))
         }
         PublishTarget::Broadcast => {
             let frame = ServerFrame::Broadcast { data, ts };
-            node.broker
-                .publish(&Channel::Broadcast, frame.encode().into())
+            let fresh = once(Channel::Broadcast, frame.encode())
                 .await
                 .map_err(|e| unavailable(node, e))?;
-            Ok(json_response(StatusCode::OK, &json!({})))
+            Ok(answer(json!({}), fresh))
         }
     }
 }
