@@ -107,6 +107,73 @@ impl RedisBroker {
     }
 }
 
+impl RedisBroker {
+    /// The keys and arguments of the publish scripts for one entry
+    /// ([`scripts::publish_entry`]; the keyed one adds its key and lifetime).
+    fn publish_keys_args(&self, room: &str, entry: &StoredEntry) -> (Vec<String>, Vec<Vec<u8>>) {
+        let keys = &self.link.keys;
+        let rules = self.link.policy.rules(room);
+        let args = [
+            entry.kind.as_str().as_bytes().to_vec(),
+            entry.body.as_bytes().to_vec(),
+            rules.history_len.to_string().into_bytes(),
+            self.link.ttl_s(room).to_string().into_bytes(),
+            keys.channel(&Channel::Room(room.to_owned())).into_bytes(),
+            fresh_epoch().into_bytes(),
+        ];
+        (
+            vec![keys.history(room), keys.room_meta(room), keys.store_epoch()],
+            args.to_vec(),
+        )
+    }
+
+    /// Stores and publishes `entries` in one pipeline, so Redis runs the scripts in
+    /// this order whatever else shares the connection; each keeps its own outcome.
+    async fn publish_pipelined(&self, entries: &[(&str, &StoredEntry)]) -> Vec<Result<MessageId>> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (room, entry) in entries {
+            let (keys, args) = self.publish_keys_args(room, entry);
+            pipe.cmd("EVALSHA")
+                .arg(self.publish.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+        }
+        let answers = match self
+            .link
+            .with_conn(|mut c| async move {
+                pipe.query_async::<Vec<redis::RedisResult<String>>>(&mut c)
+                    .await
+            })
+            .await
+        {
+            Ok(answers) if answers.len() == entries.len() => answers,
+            Ok(_) => {
+                let e = Error::Unavailable("redis answered a pipeline short".into());
+                return entries.iter().map(|_| Err(e.clone())).collect();
+            }
+            Err(e) => return entries.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let no_script = |a: &redis::RedisResult<String>| matches!(a, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript));
+        if answers.iter().any(no_script) {
+            // The script cache was flushed under a live connection: those publishes
+            // are refused (nothing stored), and the script is loaded for the next.
+            self.link.reload_publish_script().await;
+        }
+        answers
+            .into_iter()
+            .map(|a| parse_id(&a.map_err(crate::redis_link::unavailable)?))
+            .collect()
+    }
+}
+
+/// A stream id as Redis returned it.
+fn parse_id(id: &str) -> Result<MessageId> {
+    id.parse()
+        .map_err(|_| Error::Unavailable(format!("redis returned a bad id {id:?}")))
+}
+
 #[async_trait]
 impl Broker for RedisBroker {
     fn kind(&self) -> &'static str {
@@ -123,64 +190,16 @@ impl Broker for RedisBroker {
     }
 
     async fn publish_entry(&self, room: &str, entry: &StoredEntry) -> Result<MessageId> {
-        let one = [(room.to_owned(), entry.clone())];
-        self.publish_entries(&one)
+        self.publish_pipelined(&[(room, entry)])
             .await
             .pop()
             .unwrap_or_else(|| Err(Error::Unavailable("no answer from redis".into())))
     }
 
     async fn publish_entries(&self, entries: &[(String, StoredEntry)]) -> Vec<Result<MessageId>> {
-        let keys = &self.link.keys;
-        // One pipeline, so Redis runs the scripts in this order whatever else shares
-        // the connection; each command keeps its own outcome (`ignore_errors`).
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for (room, entry) in entries {
-            pipe.cmd("EVALSHA")
-                .arg(self.publish.get_hash())
-                .arg(3)
-                .arg(keys.history(room))
-                .arg(keys.room_meta(room))
-                .arg(keys.store_epoch())
-                .arg(entry.kind.as_str())
-                .arg(&entry.body)
-                .arg(self.link.policy.rules(room).history_len)
-                .arg(self.link.ttl_s(room))
-                .arg(keys.channel(&Channel::Room(room.clone())))
-                .arg(fresh_epoch());
-        }
-        let answers: Vec<redis::RedisResult<String>> = match self
-            .link
-            .with_conn(|mut c| async move {
-                pipe.query_async::<Vec<redis::RedisResult<String>>>(&mut c)
-                    .await
-            })
-            .await
-        {
-            Ok(answers) if answers.len() == entries.len() => answers,
-            Ok(_) => {
-                let e = Error::Unavailable("redis answered a pipeline short".into());
-                return entries.iter().map(|_| Err(e.clone())).collect();
-            }
-            Err(e) => return entries.iter().map(|_| Err(e.clone())).collect(),
-        };
-        if answers
-            .iter()
-            .any(|a| matches!(a, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
-        {
-            // The script cache was flushed under a live connection: those publishes
-            // are refused (nothing stored), and the script is loaded for the next.
-            self.link.reload_publish_script().await;
-        }
-        answers
-            .into_iter()
-            .map(|a| {
-                let id = a.map_err(crate::redis_link::unavailable)?;
-                id.parse()
-                    .map_err(|_| Error::Unavailable(format!("redis returned a bad id {id:?}")))
-            })
-            .collect()
+        let refs: Vec<(&str, &StoredEntry)> =
+            entries.iter().map(|(r, e)| (r.as_str(), e)).collect();
+        self.publish_pipelined(&refs).await
     }
 
     async fn publish_entry_once(
@@ -190,30 +209,20 @@ impl Broker for RedisBroker {
         key: &str,
         ttl: std::time::Duration,
     ) -> Result<(MessageId, bool)> {
-        let keys = &self.link.keys;
+        let (mut keys, args) = self.publish_keys_args(room, entry);
+        keys.push(self.link.keys.idempotency(key));
         let (id, fresh): (String, i64) = self
             .link
             .with_conn(|mut c| async move {
                 self.publish_once
-                    .key(keys.history(room))
-                    .key(keys.room_meta(room))
-                    .key(keys.store_epoch())
-                    .key(keys.idempotency(key))
-                    .arg(entry.kind.as_str())
-                    .arg(&entry.body)
-                    .arg(self.link.policy.rules(room).history_len)
-                    .arg(self.link.ttl_s(room))
-                    .arg(keys.channel(&Channel::Room(room.to_owned())))
-                    .arg(fresh_epoch())
+                    .key(keys)
+                    .arg(args)
                     .arg(ttl.as_secs().max(1))
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        let id = id
-            .parse()
-            .map_err(|_| Error::Unavailable(format!("redis returned a bad id {id:?}")))?;
-        Ok((id, fresh == 1))
+        Ok((parse_id(&id)?, fresh == 1))
     }
 
     async fn publish_once(

@@ -2,25 +2,27 @@
 //! a key answered, for its retries within the key's lifetime).
 //!
 //! Bounded: keys expire in the order they were set (one lifetime per node), and past
-//! [`MAX_KEYS`] the oldest is forgotten early (a retry after that publishes again;
-//! reaching it takes more than 1,000 keyed publishes a second for a 24 h lifetime... of
-//! which the embedded broker, one process, is not the place).
+//! [`MAX_KEYS`] the oldest is forgotten before its lifetime ends (a retry of it would
+//! publish again). With 256-byte keys that is ~40 MiB at most; at the default 24 h
+//! lifetime it holds every key of a back end publishing about one keyed message a
+//! second. Past that, run on Redis, where keys live their whole lifetime.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wsgate_protocol::MessageId;
 
 /// Most keys remembered at once.
-pub const MAX_KEYS: usize = 1_000_000;
+pub const MAX_KEYS: usize = 100_000;
 
 /// Idempotency keys and their answers.
 #[derive(Default)]
 pub struct OnceKeys {
     /// Key → the id its publish got (`None` for a publish that is not stored).
-    answers: HashMap<String, Option<MessageId>>,
-    /// Keys in the order they were set, with when they expire.
-    order: VecDeque<(Instant, String)>,
+    answers: HashMap<Arc<str>, Option<MessageId>>,
+    /// Keys in the order they were set, with when they expire (the same strings).
+    order: VecDeque<(Instant, Arc<str>)>,
 }
 
 impl OnceKeys {
@@ -38,8 +40,10 @@ impl OnceKeys {
                 self.answers.remove(&old);
             }
         }
-        if self.answers.insert(key.to_owned(), answer).is_none() {
-            self.order.push_back((now + ttl, key.to_owned()));
+        if !self.answers.contains_key(key) {
+            let key: Arc<str> = Arc::from(key);
+            self.answers.insert(key.clone(), answer);
+            self.order.push_back((now + ttl, key));
         }
     }
 

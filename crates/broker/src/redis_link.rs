@@ -44,8 +44,8 @@ pub struct RedisLink {
     /// The pooled command connection in use (see [`RedisLink::conn`]).
     cached: std::sync::Mutex<Option<(deadpool_redis::Connection, MultiplexedConnection)>>,
     /// Held while a replacement is taken from the pool: commands started together
-    /// after a failure all wait for the one new connection, so a session's pipelined
-    /// publishes still reach Redis in the order they were started.
+    /// after a failure all wait for the one new connection (and its script load)
+    /// instead of each taking a connection of its own.
     replacing: tokio::sync::Mutex<()>,
 }
 

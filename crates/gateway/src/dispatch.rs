@@ -40,9 +40,10 @@ pub async fn run(node: Arc<Node>, mut events: mpsc::Receiver<BrokerEvent>) {
                 BrokerEvent::Message { channel, frame } => {
                     delivered += dispatch(&node, &channel, frame, &mut wakes);
                 }
-                other => {
+                link @ (BrokerEvent::Down | BrokerEvent::Up) => {
                     wakes.wake_all();
-                    on_link(&node, other, &mut gap, &mut repair);
+                    let up = matches!(link, BrokerEvent::Up);
+                    on_link(&node, up, &mut gap, &mut repair);
                 }
             }
             if taken < BATCH_EVENTS && delivered < BATCH_DELIVERIES {
@@ -53,31 +54,27 @@ pub async fn run(node: Arc<Node>, mut events: mpsc::Receiver<BrokerEvent>) {
     }
 }
 
-/// The broker's link went down or came back.
+/// The broker's link went down (`up == false`) or came back.
 fn on_link(
     node: &Arc<Node>,
-    event: BrokerEvent,
+    up: bool,
     gap: &mut u64,
     repair: &mut Option<tokio::task::JoinHandle<()>>,
 ) {
-    match event {
-        BrokerEvent::Message { .. } => {}
-        BrokerEvent::Down => {
-            node.metrics.broker_up.set(0);
-            node.metrics.broker_disconnects.inc();
-            // Every frame of the lost link has been dispatched (events arrive in
-            // order): from here on the rooms hold what arrives until refilled.
-            *gap = node.hub.hold_all();
-            if let Some(r) = repair.take() {
-                r.abort();
-            }
+    if up {
+        node.metrics.broker_up.set(1);
+        if let Some(r) = repair.take() {
+            r.abort();
         }
-        BrokerEvent::Up => {
-            node.metrics.broker_up.set(1);
-            if let Some(r) = repair.take() {
-                r.abort();
-            }
-            *repair = Some(tokio::spawn(crate::gap_repair::run(node.clone(), *gap)));
+        *repair = Some(tokio::spawn(crate::gap_repair::run(node.clone(), *gap)));
+    } else {
+        node.metrics.broker_up.set(0);
+        node.metrics.broker_disconnects.inc();
+        // Every frame of the lost link has been dispatched (events arrive in
+        // order): from here on the rooms hold what arrives until refilled.
+        *gap = node.hub.hold_all();
+        if let Some(r) = repair.take() {
+            r.abort();
         }
     }
 }

@@ -349,8 +349,8 @@ impl Room {
     fn deliver(&mut self, frame: &Utf8Bytes, out: &mut Fanout, wakes: &mut Wakes) {
         // The id (and, for stored frames, the room's place) is read off the frame's
         // prefix once per frame, not per member.
-        let id = frame_id(frame.as_str());
         let stored = StoredAt::of(frame.as_str());
+        let id = stored.map(|s| s.id).or_else(|| frame_id(frame.as_str()));
         let item = || match stored {
             Some(at) => Outbound::Stored(frame.clone(), at),
             None => Outbound::Frame(frame.clone()),

@@ -16,7 +16,7 @@ use wsgate_protocol::server::stored_room_id;
 use wsgate_protocol::{CloseCode, MessageId};
 
 use crate::handle::{Control, ABNORMAL};
-use crate::queue::{Outbound, Queue, StoredAt};
+use crate::queue::{Outbound, Queue};
 
 mod burst;
 use burst::Burst;
@@ -131,13 +131,7 @@ where
                     break;
                 }
                 let res = {
-                let burst = Burst {
-                    sink: &mut sink,
-                    items: batch.drain(..),
-                    inner: Vec::new().into_iter(),
-                    pending: None,
-                    delivered: &mut delivered,
-                };
+                let burst = Burst::new(&mut sink, batch.drain(..), &mut delivered);
                 tokio::pin!(burst);
                 // Most bursts fit the socket buffer and finish on their first poll:
                 // those need no deadline timer (arming and cancelling one per burst
@@ -317,34 +311,6 @@ async fn expired(at: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
-fn track_stored(delivered: &mut Delivered, frame: &Utf8Bytes, at: &StoredAt) {
-    track_at(delivered, at.room(frame.as_str()), at.id);
-}
-
-async fn feed<S>(sink: &mut S, item: Outbound, delivered: &mut Delivered) -> Result<(), WsError>
-where
-    S: Sink<Message, Error = WsError> + Unpin,
-{
-    match item {
-        Outbound::Frame(f) => {
-            track(delivered, &f);
-            sink.feed(Message::Text(f)).await
-        }
-        Outbound::Stored(f, at) => {
-            track_stored(delivered, &f, &at);
-            sink.feed(Message::Text(f)).await
-        }
-        Outbound::Binary(b) => sink.feed(Message::Binary(b)).await,
-        Outbound::Batch(frames) => {
-            for f in frames {
-                track(delivered, &f);
-                sink.feed(Message::Text(f)).await?;
-            }
-            Ok(())
-        }
-    }
-}
-
 /// Writes what the end of the session calls for, then the close frame.
 async fn finish<S>(mut sink: S, p: &WriterParams, delivered: &mut Delivered) -> u16
 where
@@ -366,14 +332,9 @@ where
         Some(c) => CloseCode::from_u16(c).unwrap_or(CloseCode::Internal),
         None => {
             // Shutdown: drain what is queued, up to the deadline, then 1001.
-            let drain = async {
-                let mut rest = Vec::new();
-                p.queue.take_now(&mut rest);
-                for item in rest {
-                    feed(&mut sink, item, delivered).await?;
-                }
-                sink.flush().await
-            };
+            let mut rest = Vec::new();
+            p.queue.take_now(&mut rest);
+            let drain = Burst::new(&mut sink, rest.drain(..), delivered);
             let _ = tokio::time::timeout(p.drain_timeout, drain).await;
             CloseCode::GoingAway
         }

@@ -136,6 +136,13 @@ where
         }
         json_response(StatusCode::OK, &body)
     };
+    // A key counts for its target: the same key sent to another room, user or to
+    // everyone is another publish, never answered with a different target's answer.
+    let key = key.map(|k| match &target {
+        PublishTarget::Room(r) => format!("room:{r}:{k}"),
+        PublishTarget::User(u) => format!("user:{u}:{k}"),
+        PublishTarget::Broadcast => format!("broadcast:{k}"),
+    });
     let key = key.as_deref();
     let once = |channel: Channel, frame: String| async move {
         match key {

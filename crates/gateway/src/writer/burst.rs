@@ -3,20 +3,38 @@
 use futures_util::Sink;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::{track, track_stored, Delivered};
+use super::{track, track_at, Delivered};
 use crate::queue::Outbound;
 
-/// Feeds a taken batch into the sink and flushes it: what an `async` loop over
-/// [`super::feed`] does, written by hand because its state is a quarter of the size (an
-/// idle writer task carries room for it all its life; ~330 bytes as `async`).
+/// Feeds taken frames into the sink, recording the stored ones in `delivered`, and
+/// flushes: written by hand rather than as an `async` loop because its state is a
+/// quarter of the size (an idle writer task carries room for it all its life; ~330
+/// bytes as `async`). The writer's bursts and its drain at shutdown both use it.
 pub(super) struct Burst<'a, S> {
-    pub(super) sink: &'a mut S,
-    pub(super) items: std::vec::Drain<'a, Outbound>,
+    sink: &'a mut S,
+    items: std::vec::Drain<'a, Outbound>,
     /// The frames of a `Batch` item not yet fed.
-    pub(super) inner: std::vec::IntoIter<Utf8Bytes>,
+    inner: std::vec::IntoIter<Utf8Bytes>,
     /// A message the sink was not ready for.
-    pub(super) pending: Option<Message>,
-    pub(super) delivered: &'a mut Delivered,
+    pending: Option<Message>,
+    delivered: &'a mut Delivered,
+}
+
+impl<'a, S> Burst<'a, S> {
+    /// Feeds `items` into `sink`.
+    pub(super) fn new(
+        sink: &'a mut S,
+        items: std::vec::Drain<'a, Outbound>,
+        delivered: &'a mut Delivered,
+    ) -> Self {
+        Burst {
+            sink,
+            items,
+            inner: Vec::new().into_iter(),
+            pending: None,
+            delivered,
+        }
+    }
 }
 
 impl<S> std::future::Future for Burst<'_, S>
@@ -53,7 +71,7 @@ where
                         Message::Text(f)
                     }
                     Some(Outbound::Stored(f, at)) => {
-                        track_stored(this.delivered, &f, &at);
+                        track_at(this.delivered, at.room(f.as_str()), at.id);
                         Message::Text(f)
                     }
                     Some(Outbound::Binary(b)) => Message::Binary(b),
