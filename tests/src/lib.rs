@@ -1,6 +1,10 @@
 //! Harness for the end-to-end tests: starts the real `wsgate` binary on a free
 //! loopback port, talks to it over real sockets, and stops it (by PID) when done.
 
+pub mod redis_cluster;
+
+pub use redis_cluster::RedisCluster;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -16,8 +16,10 @@ use crate::inbox_redis::RedisInbox;
 use crate::presence::Presence;
 use crate::presence_memory::MemoryPresence;
 use crate::presence_redis::RedisPresence;
-use crate::redis_link::{unavailable, RedisLink, RedisSettings};
-use crate::redis_pubsub::PubSub;
+use crate::redis_conn::RedisTopology;
+use crate::redis_link::{RedisLink, RedisSettings};
+use crate::redis_pubsub::{PubSub, Subscriber};
+use crate::redis_sharded::ShardedPubSub;
 use crate::registry::Registry;
 use crate::registry_memory::LocalRegistry;
 use crate::registry_redis::RedisRegistry;
@@ -60,9 +62,16 @@ impl Backend {
         policy: Arc<dyn RoomPolicy>,
         events: mpsc::Sender<BrokerEvent>,
     ) -> Result<Self> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
+        if let RedisTopology::Single(url) = &settings.topology {
+            redis::Client::open(url.as_str()).map_err(crate::redis_link::unavailable)?;
+        }
         let link = Arc::new(RedisLink::new(settings, policy)?);
-        let pubsub = PubSub::start(client, link.keys.clone(), events);
+        let pubsub: Arc<dyn Subscriber> = match &link.settings.topology {
+            RedisTopology::Cluster(nodes) => {
+                ShardedPubSub::start(nodes, link.keys.clone(), events)?
+            }
+            _ => PubSub::start(link.clone(), events),
+        };
         Ok(Backend {
             broker: Arc::new(RedisBroker::new(link.clone(), pubsub)),
             presence: Arc::new(RedisPresence::new(link.clone())),

@@ -16,15 +16,15 @@ use wsgate_protocol::MessageId;
 use crate::broker::{Broker, Channel, HistoryPage, Replay, RoomState};
 use crate::error::{Error, Result};
 use crate::redis_link::{fresh_epoch, RedisLink};
-use crate::redis_pubsub::PubSub;
+use crate::redis_pubsub::Subscriber;
 use crate::scripts;
 
 /// The Redis broker of a cluster node.
 pub struct RedisBroker {
     /// The command connection.
     link: Arc<RedisLink>,
-    /// The Pub/Sub connection.
-    pubsub: Arc<PubSub>,
+    /// The Pub/Sub subscriptions.
+    pubsub: Arc<dyn Subscriber>,
     /// Stores and publishes one entry.
     publish: Script,
     /// The same at most once per idempotency key.
@@ -39,15 +39,16 @@ pub struct RedisBroker {
 
 impl RedisBroker {
     /// The broker over `link`, receiving through `pubsub`.
-    pub fn new(link: Arc<RedisLink>, pubsub: Arc<PubSub>) -> Self {
+    pub fn new(link: Arc<RedisLink>, pubsub: Arc<dyn Subscriber>) -> Self {
+        let script = |text: &str| Script::new(&link.keys.script(text));
         RedisBroker {
+            publish: script(&scripts::publish_entry()),
+            publish_once: script(&scripts::publish_entry_once()),
+            publish_frame_once: script(scripts::PUBLISH_ONCE),
+            replay: script(&scripts::replay()),
+            history: script(&scripts::history()),
             link,
             pubsub,
-            publish: Script::new(&scripts::publish_entry()),
-            publish_once: Script::new(&scripts::publish_entry_once()),
-            publish_frame_once: Script::new(scripts::PUBLISH_ONCE),
-            replay: Script::new(&scripts::replay()),
-            history: Script::new(&scripts::history()),
         }
     }
 
@@ -69,7 +70,7 @@ impl RedisBroker {
                 self.replay
                     .key(keys.history(room))
                     .key(keys.room_meta(room))
-                    .key(keys.store_epoch())
+                    .key(keys.store_epoch(room))
                     .arg(fresh_epoch())
                     .arg(self.link.ttl_s(room))
                     .arg(since.map(|s| s.to_string()).unwrap_or_default())
@@ -122,14 +123,55 @@ impl RedisBroker {
             fresh_epoch().into_bytes(),
         ];
         (
-            vec![keys.history(room), keys.room_meta(room), keys.store_epoch()],
+            vec![
+                keys.history(room),
+                keys.room_meta(room),
+                keys.store_epoch(room),
+            ],
             args.to_vec(),
         )
     }
 
-    /// Stores and publishes `entries` in one pipeline, so Redis runs the scripts in
-    /// this order whatever else shares the connection; each keeps its own outcome.
+    /// Stores and publishes `entries`, each keeping its own outcome, in their order.
+    /// On one Redis that is one pipeline; on a cluster one pipeline per slot (a
+    /// pipeline goes to one shard), all at once: a room's entries are in one of them,
+    /// in order, and rooms are ordered each on its own.
     async fn publish_pipelined(&self, entries: &[(&str, &StoredEntry)]) -> Vec<Result<MessageId>> {
+        if !self.link.keys.is_sharded() {
+            return self.publish_pipeline(entries).await;
+        }
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, (room, _)) in entries.iter().enumerate() {
+            let slot = crate::slots::slot(&self.link.keys.history(room));
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        if groups.len() == 1 {
+            return self.publish_pipeline(entries).await;
+        }
+        let answers = futures_util::future::join_all(groups.iter().map(|(_, members)| {
+            let part: Vec<(&str, &StoredEntry)> = members.iter().map(|&i| entries[i]).collect();
+            async move { self.publish_pipeline(&part).await }
+        }))
+        .await;
+        let mut out: Vec<Option<Result<MessageId>>> = entries.iter().map(|_| None).collect();
+        for ((_, members), results) in groups.iter().zip(answers) {
+            for (&i, r) in members.iter().zip(results) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Unavailable("no answer from redis".into()))))
+            .collect()
+    }
+
+    /// Stores and publishes `entries` (of one slot on a cluster) in one pipeline, so
+    /// Redis runs the scripts in this order whatever else shares the connection. With
+    /// `wait_replicas`, the pipeline ends with `WAIT`: publishes that replicas did not
+    /// confirm in time are answered `unavailable` (a failover could lose them).
+    async fn publish_pipeline(&self, entries: &[(&str, &StoredEntry)]) -> Vec<Result<MessageId>> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for (room, entry) in entries {
@@ -140,33 +182,56 @@ impl RedisBroker {
                 .arg(keys)
                 .arg(args);
         }
-        let answers = match self
+        let wait = self.link.settings.wait_replicas;
+        if wait > 0 {
+            pipe.cmd("WAIT").arg(wait).arg(WAIT_MS);
+        }
+        let expected = entries.len() + usize::from(wait > 0);
+        let mut answers = match self
             .link
             .with_conn(|mut c| async move {
-                pipe.query_async::<Vec<redis::RedisResult<String>>>(&mut c)
+                pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut c)
                     .await
             })
             .await
         {
-            Ok(answers) if answers.len() == entries.len() => answers,
+            Ok(answers) if answers.len() == expected => answers,
             Ok(_) => {
                 let e = Error::Unavailable("redis answered a pipeline short".into());
                 return entries.iter().map(|_| Err(e.clone())).collect();
             }
             Err(e) => return entries.iter().map(|_| Err(e.clone())).collect(),
         };
-        let no_script = |a: &redis::RedisResult<String>| matches!(a, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript));
+        let unconfirmed = (wait > 0)
+            .then(|| answers.pop())
+            .flatten()
+            .is_some_and(|acks| !matches!(acks, Ok(redis::Value::Int(n)) if n >= i64::from(wait)));
+        let no_script = |a: &redis::RedisResult<redis::Value>| matches!(a, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript));
         if answers.iter().any(no_script) {
-            // The script cache was flushed under a live connection: those publishes
-            // are refused (nothing stored), and the script is loaded for the next.
+            // The script cache was flushed under a live connection (or, on a cluster,
+            // a replica without it took over): those publishes are refused (nothing
+            // stored), and the script is loaded for the next.
             self.link.reload_publish_script().await;
         }
         answers
             .into_iter()
-            .map(|a| parse_id(&a.map_err(crate::redis_link::unavailable)?))
+            .map(|a| {
+                let id: String = a
+                    .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
+                    .map_err(crate::redis_link::unavailable)?;
+                if unconfirmed {
+                    return Err(Error::Unavailable(format!(
+                        "no {wait} replica confirmed {id} in time"
+                    )));
+                }
+                parse_id(&id)
+            })
             .collect()
     }
 }
+
+/// How long a publish waits for its replicas (`--redis-wait-replicas`).
+const WAIT_MS: u64 = 500;
 
 /// A stream id as Redis returned it.
 fn parse_id(id: &str) -> Result<MessageId> {
@@ -210,7 +275,11 @@ impl Broker for RedisBroker {
         ttl: std::time::Duration,
     ) -> Result<(MessageId, bool)> {
         let (mut keys, args) = self.publish_keys_args(room, entry);
-        keys.push(self.link.keys.idempotency(key));
+        keys.push(
+            self.link
+                .keys
+                .idempotency(&Channel::Room(room.to_owned()), key),
+        );
         let (id, fresh): (String, i64) = self
             .link
             .with_conn(|mut c| async move {
@@ -237,7 +306,7 @@ impl Broker for RedisBroker {
             .link
             .with_conn(|mut c| async move {
                 self.publish_frame_once
-                    .key(keys.idempotency(key))
+                    .key(keys.idempotency(channel, key))
                     .arg(ttl.as_secs().max(1))
                     .arg(keys.channel(channel))
                     .arg(frame.as_ref())
@@ -250,9 +319,10 @@ impl Broker for RedisBroker {
 
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<()> {
         let name = self.link.keys.channel(channel);
+        let command = self.link.keys.publish_command();
         self.link
             .with_conn(|mut c| async move {
-                redis::cmd("PUBLISH")
+                redis::cmd(command)
                     .arg(name)
                     .arg(frame.as_ref())
                     .query_async::<()>(&mut c)

@@ -30,30 +30,19 @@ pub struct RedisInbox {
 }
 
 impl RedisInbox {
-    /// The inbox over `link`.
-    pub fn new(link: Arc<RedisLink>) -> Self {
-        RedisInbox {
-            link,
-            notify: Script::new(&scripts::notify()),
-            notifications: Script::new(&scripts::notifications()),
-            mark_read: Script::new(&scripts::mark_read()),
-            unread: Script::new(&scripts::unread()),
-        }
-    }
-}
-
-#[async_trait]
-impl Inbox for RedisInbox {
-    async fn notify(&self, items: &[Notification], cap: usize, ttl: Duration) -> Result<Vec<u64>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Stores and publishes `items` in one script call (of one slot on a cluster).
+    async fn notify_group(
+        &self,
+        items: &[&Notification],
+        cap: usize,
+        ttl: Duration,
+    ) -> Result<Vec<u64>> {
         let keys = &self.link.keys;
         let now = now_ms();
         let mut inv = self.notify.prepare_invoke();
         inv.arg(cap.max(1)).arg(ttl.as_millis() as u64).arg(now);
         for n in items {
-            let mut stored = n.clone();
+            let mut stored = (*n).clone();
             stored.read = false;
             let full = serde_json::to_string(&stored).map_err(unavailable)?;
             let mut bare = serde_json::to_value(&stored).map_err(unavailable)?;
@@ -68,6 +57,54 @@ impl Inbox for RedisInbox {
         self.link
             .with_conn(|mut c| async move { inv.invoke_async(&mut c).await })
             .await
+    }
+
+    /// The inbox over `link`.
+    pub fn new(link: Arc<RedisLink>) -> Self {
+        let script = |text: &str| Script::new(&link.keys.script(text));
+        RedisInbox {
+            notify: script(&scripts::notify()),
+            notifications: script(&scripts::notifications()),
+            mark_read: script(&scripts::mark_read()),
+            unread: script(&scripts::unread()),
+            link,
+        }
+    }
+}
+
+#[async_trait]
+impl Inbox for RedisInbox {
+    async fn notify(&self, items: &[Notification], cap: usize, ttl: Duration) -> Result<Vec<u64>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = &self.link.keys;
+        if !keys.is_sharded() {
+            let all: Vec<&Notification> = items.iter().collect();
+            return self.notify_group(&all, cap, ttl).await;
+        }
+        // On a cluster one call per slot: a script may only touch one slot's keys.
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, n) in items.iter().enumerate() {
+            let slot = crate::slots::slot(&keys.notifications(&n.user_id));
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        let mut calls = Vec::with_capacity(groups.len());
+        for (_, members) in &groups {
+            let part: Vec<&Notification> = members.iter().map(|&i| &items[i]).collect();
+            calls.push(async move { self.notify_group(&part, cap, ttl).await });
+        }
+        let counts = futures_util::future::join_all(calls).await;
+        let mut out = vec![0; items.len()];
+        for ((_, members), counts) in groups.iter().zip(counts) {
+            for (&i, n) in members.iter().zip(counts?) {
+                out[i] = n;
+            }
+        }
+        Ok(out)
     }
 
     async fn notifications(

@@ -14,8 +14,10 @@
 //!
 //! [`backend::Backend`] builds the four together over one store. What they share:
 //! in memory, [`bus`] (the in-process Pub/Sub); in Redis, [`redis_link`] (the command
-//! connection and settings) and [`redis_pubsub`] (the node's one Pub/Sub connection),
-//! with every key in [`keys`] and every script in [`scripts`]. [`envelope`] marks a
+//! connection and settings, over the topology of [`redis_conn`]: one Redis, Sentinel
+//! or a Redis Cluster) and [`redis_pubsub`] / [`redis_sharded`] (the node's Pub/Sub:
+//! one connection, or sharded Pub/Sub on a cluster), with every key in [`keys`] (hash
+//! slots in [`slots`]) and every script in [`scripts`]. [`envelope`] marks a
 //! user-channel frame that one session must skip; [`error`] is the crate's [`Error`].
 //!
 //! Inbound traffic (what other publishers sent on channels this node subscribed to)
@@ -37,13 +39,16 @@ pub mod once_memory;
 pub mod presence;
 pub mod presence_memory;
 pub mod presence_redis;
+pub mod redis_conn;
 pub mod redis_link;
 pub mod redis_pubsub;
+pub mod redis_sharded;
 pub mod registry;
 pub mod registry_memory;
 pub mod registry_redis;
 pub mod rules;
 pub mod scripts;
+pub mod slots;
 
 pub use backend::Backend;
 pub use broker::{Broker, BrokerEvent, Channel, HistoryPage, Replay, RoomState};
@@ -54,6 +59,7 @@ pub use presence::{
     Added, CountDue, MembersPage, Presence, PresenceChange, SessionRef, MEMBERS_PAGE_MAX,
     TYPING_MAX,
 };
+pub use redis_conn::RedisTopology;
 pub use redis_link::RedisSettings;
 pub use registry::{ClusterStats, NodeReport, Registry};
 pub use rules::{FixedRules, RoomPolicy, RoomRules};

@@ -41,7 +41,7 @@ fn entry_keys(keys: &Keys, room: &str, node: &str) -> [String; 5] {
     [
         keys.presence(room),
         keys.presence_users(room),
-        keys.node_rooms(node),
+        keys.node_rooms(node, room),
         keys.presence_names(room),
         keys.presence_over(room),
     ]
@@ -125,6 +125,7 @@ impl Presence for RedisPresence {
     async fn add(&self, room: &str, session: &SessionRef, first_page: usize) -> Result<Added> {
         let (keys, node) = (&self.link.keys, &self.link.settings.node_id);
         let rules = self.link.policy.rules(room);
+        self.link.note_slot(room).await?;
         let reply: Vec<redis::Value> = self
             .link
             .with_conn(|mut c| async move {

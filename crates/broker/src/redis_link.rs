@@ -1,5 +1,6 @@
 //! [`RedisLink`]: what every Redis-backed concern shares: the settings, the key names,
-//! and one multiplexed command connection with the operation timeout.
+//! and one command connection ([`Conn`]: multiplexed to one server or Sentinel's
+//! master, or a Redis Cluster connection) with the operation timeout.
 //!
 //! When Redis is unreachable every operation fails fast with [`Error::Unavailable`]
 //! (nothing was stored or sent).
@@ -8,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
-use redis::aio::MultiplexedConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use crate::error::{Error, Result};
 use crate::keys::Keys;
+use crate::redis_conn::{Conn, RedisTopology};
 use crate::rules::RoomPolicy;
 
 /// How long one Redis operation may take before it counts as unavailable.
@@ -20,8 +22,8 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How the Redis-backed broker is set up.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://host:port/db`.
-    pub url: String,
+    /// Where Redis is.
+    pub topology: RedisTopology,
     /// Prefix of every key and channel.
     pub prefix: String,
     /// This node's id (presence entries and the registry carry it).
@@ -29,6 +31,20 @@ pub struct RedisSettings {
     /// The gateway's heartbeat interval: a node is dead once it has not reported for
     /// one interval (it reports twice per interval).
     pub heartbeat: Duration,
+    /// Replicas that must hold a message before its publish is answered
+    /// (`WAIT`; 0: answered once the master has it).
+    pub wait_replicas: u32,
+}
+
+/// How the command connection is made.
+enum Source {
+    /// One Redis: a pool, of which one connection is kept.
+    Single(Pool),
+    /// A Redis Cluster: one cluster connection (it follows slots and reconnects by
+    /// itself).
+    Cluster(redis::cluster::ClusterClient),
+    /// The master Sentinel names, asked again for every new connection.
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
 }
 
 /// The command side of one node's Redis connection, shared by its concerns.
@@ -40,9 +56,13 @@ pub struct RedisLink {
     /// Every key and channel name.
     pub keys: Keys,
     /// Where a replacement connection comes from.
-    pool: Pool,
-    /// The pooled command connection in use (see [`RedisLink::conn`]).
-    cached: std::sync::Mutex<Option<(deadpool_redis::Connection, MultiplexedConnection)>>,
+    source: Source,
+    /// The command connection in use (see [`RedisLink::conn`]), with the pooled
+    /// object it was taken from on one Redis.
+    cached: std::sync::Mutex<Option<(Option<deadpool_redis::Connection>, Conn)>>,
+    /// On a cluster, the slots already in this node's `node-slots` set (so a join
+    /// adds its room's slot once, not per join).
+    noted_slots: std::sync::Mutex<std::collections::HashSet<u16>>,
     /// Held while a replacement is taken from the pool: commands started together
     /// after a failure all wait for the one new connection (and its script load)
     /// instead of each taking a connection of its own.
@@ -88,11 +108,12 @@ pub fn parse_version(info: &str) -> Option<(u32, u32)> {
 /// behind it): the script is loaded on every connection the node starts using, and
 /// again after a `NOSCRIPT` (a `SCRIPT FLUSH` on a live connection), which refuses
 /// only the publishes that met it.
-async fn load_publish_script(c: &mut MultiplexedConnection) -> Result<()> {
+/// On a cluster `SCRIPT LOAD` goes to every master.
+async fn load_publish_script(c: &mut Conn, keys: &Keys) -> Result<()> {
     redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(crate::scripts::publish_entry())
-        .query_async::<String>(c)
+        .arg(keys.script(&crate::scripts::publish_entry()))
+        .query_async::<redis::Value>(c)
         .await
         .map(drop)
         .map_err(unavailable)
@@ -100,12 +121,21 @@ async fn load_publish_script(c: &mut MultiplexedConnection) -> Result<()> {
 
 /// Refuses a Redis older than [`MIN_REDIS`]: every operation then fails with a reason
 /// that says so (and `/readyz` answers 503), rather than losing trim detection.
-async fn check_version(c: &mut MultiplexedConnection) -> Result<()> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(c)
-        .await
-        .map_err(unavailable)?;
+/// (On a cluster, one master is asked: they run one version.)
+async fn check_version(c: &mut Conn) -> Result<()> {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("server");
+    let info: String = match c {
+        Conn::Single(c) => cmd.query_async(c).await,
+        Conn::Cluster(c) => c
+            .route_command(
+                cmd,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await
+            .and_then(|v| redis::from_redis_value(v).map_err(Into::into)),
+    }
+    .map_err(unavailable)?;
     match parse_version(&info) {
         Some(v) if v >= MIN_REDIS => Ok(()),
         Some((major, minor)) => {
@@ -121,31 +151,57 @@ async fn check_version(c: &mut MultiplexedConnection) -> Result<()> {
 }
 
 impl RedisLink {
-    /// A link to `settings.url`. Redis need not be up: commands fail with
+    /// A link to `settings.topology`. Redis need not be up: commands fail with
     /// [`Error::Unavailable`] until it is.
     ///
     /// # Errors
     /// [`Error::Unavailable`] for a URL that cannot be used at all.
     pub fn new(settings: RedisSettings, policy: Arc<dyn RoomPolicy>) -> Result<Self> {
-        let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
-        cfg.pool = Some(PoolConfig {
-            max_size: 16,
-            timeouts: Timeouts {
-                wait: Some(OP_TIMEOUT),
-                create: Some(OP_TIMEOUT),
-                recycle: Some(OP_TIMEOUT),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
+        let source = match &settings.topology {
+            RedisTopology::Single(url) => {
+                let mut cfg = deadpool_redis::Config::from_url(url.clone());
+                cfg.pool = Some(PoolConfig {
+                    max_size: 16,
+                    timeouts: Timeouts {
+                        wait: Some(OP_TIMEOUT),
+                        create: Some(OP_TIMEOUT),
+                        recycle: Some(OP_TIMEOUT),
+                    },
+                    ..PoolConfig::default()
+                });
+                Source::Single(
+                    cfg.create_pool(Some(Runtime::Tokio1))
+                        .map_err(unavailable)?,
+                )
+            }
+            RedisTopology::Cluster(nodes) => Source::Cluster(
+                redis::cluster::ClusterClientBuilder::new(
+                    nodes.iter().map(|n| RedisTopology::url_of(n)),
+                )
+                // No retry by the client: a command whose connection failed may
+                // have run (a retried publish would be stored twice). Redirections
+                // (MOVED) refresh the slot map and answer `unavailable` once.
+                .retries(0)
+                .connection_timeout(OP_TIMEOUT)
+                .response_timeout(OP_TIMEOUT)
+                .build()
+                .map_err(unavailable)?,
+            ),
+            RedisTopology::Sentinel { sentinels, master } => {
+                Source::Sentinel(tokio::sync::Mutex::new(sentinel_client(sentinels, master)?))
+            }
+        };
+        let keys = match settings.topology {
+            RedisTopology::Cluster(_) => Keys::sharded(&settings.prefix, &settings.node_id),
+            _ => Keys::new(&settings.prefix),
+        };
         Ok(RedisLink {
-            keys: Keys::new(&settings.prefix),
+            keys,
             settings,
             policy,
-            pool,
+            source,
             cached: std::sync::Mutex::new(None),
+            noted_slots: std::sync::Mutex::new(Default::default()),
             replacing: tokio::sync::Mutex::new(()),
         })
     }
@@ -154,7 +210,7 @@ impl RedisLink {
     /// and kept (its clones pipeline concurrent commands), so a command costs exactly
     /// its own round trip. The pool's per-checkout health check (`UNWATCH` + `PING`)
     /// runs only when a broken connection is replaced.
-    async fn conn(&self) -> Result<MultiplexedConnection> {
+    async fn conn(&self) -> Result<Conn> {
         if let Some(c) = self.cached_conn() {
             return Ok(c);
         }
@@ -162,15 +218,58 @@ impl RedisLink {
         if let Some(c) = self.cached_conn() {
             return Ok(c);
         }
-        let obj = self.pool.get().await.map_err(unavailable)?;
-        let mut c: MultiplexedConnection = (*obj).clone();
+        let (obj, mut c) = match &self.source {
+            Source::Single(pool) => {
+                let obj = pool.get().await.map_err(unavailable)?;
+                let c = Conn::Single((*obj).clone());
+                (Some(obj), c)
+            }
+            Source::Cluster(client) => (
+                None,
+                Conn::Cluster(client.get_async_connection().await.map_err(unavailable)?),
+            ),
+            Source::Sentinel(sentinel) => {
+                let client = sentinel
+                    .lock()
+                    .await
+                    .async_get_client()
+                    .await
+                    .map_err(unavailable)?;
+                let c = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(unavailable)?;
+                (None, Conn::Single(c))
+            }
+        };
         check_version(&mut c).await?;
-        load_publish_script(&mut c).await?;
+        load_publish_script(&mut c, &self.keys).await?;
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((obj, c.clone()));
         Ok(c)
     }
 
-    fn cached_conn(&self) -> Option<MultiplexedConnection> {
+    /// A client for the Pub/Sub connection of one Redis or of Sentinel's current
+    /// master (`None` on a cluster: its Pub/Sub is sharded).
+    pub async fn pubsub_client(&self) -> Result<Option<redis::Client>> {
+        match &self.source {
+            Source::Single(_) => match &self.settings.topology {
+                RedisTopology::Single(url) => redis::Client::open(url.as_str())
+                    .map(Some)
+                    .map_err(unavailable),
+                _ => Ok(None),
+            },
+            Source::Cluster(_) => Ok(None),
+            Source::Sentinel(sentinel) => sentinel
+                .lock()
+                .await
+                .async_get_client()
+                .await
+                .map(Some)
+                .map_err(unavailable),
+        }
+    }
+
+    fn cached_conn(&self) -> Option<Conn> {
         self.cached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,15 +280,28 @@ impl RedisLink {
     /// Loads the publish script again on the command connection (after `NOSCRIPT`).
     pub async fn reload_publish_script(&self) {
         if let Ok(mut c) = self.conn().await {
-            if let Err(e) = load_publish_script(&mut c).await {
+            if let Err(e) = load_publish_script(&mut c, &self.keys).await {
                 tracing::warn!(error = %e, "cannot load the publish script");
             }
         }
     }
 
-    /// Forgets a connection that failed, so the next command takes a fresh one.
+    /// Forgets a connection that failed, so the next command takes a fresh one (a
+    /// cluster connection is kept: it reconnects and follows the slots by itself).
     fn drop_conn(&self) {
-        self.cached.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if !matches!(self.source, Source::Cluster(_)) {
+            self.cached.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+
+    /// Whether `e` means the connection is no use any more: it broke, or (Sentinel)
+    /// the server it reaches is no longer the master.
+    fn is_lost(&self, e: &redis::RedisError) -> bool {
+        e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+            || e.is_timeout()
+            || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
     }
 
     /// Runs `f` against the command connection with the operation timeout.
@@ -198,17 +310,13 @@ impl RedisLink {
     /// [`Error::Unavailable`] when Redis fails or does not answer in time.
     pub async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let run = async {
             let conn = self.conn().await?;
             f(conn).await.map_err(|e| {
-                if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error()
-                    || e.is_timeout()
-                {
+                if self.is_lost(&e) {
                     self.drop_conn();
                 }
                 unavailable(e)
@@ -223,10 +331,65 @@ impl RedisLink {
         }
     }
 
+    /// On a cluster, records that this node keeps a room index in `room`'s slot
+    /// before its first presence entry there, so a survivor that reaps this node
+    /// finds it ([`crate::registry_redis`]).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis fails.
+    pub async fn note_slot(&self, room: &str) -> Result<()> {
+        if !self.keys.is_sharded() {
+            return Ok(());
+        }
+        let slot = crate::slots::slot(&self.keys.history(room));
+        let noted = |s: &Self| {
+            s.noted_slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&slot)
+        };
+        if noted(self) {
+            return Ok(());
+        }
+        let key = self.keys.node_slots(&self.settings.node_id);
+        self.with_conn(|mut c| async move {
+            redis::cmd("SADD")
+                .arg(key)
+                .arg(slot)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        self.noted_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slot);
+        Ok(())
+    }
+
+    /// Forgets which slots were recorded (Redis lost the registry: record them again).
+    pub fn forget_noted_slots(&self) {
+        self.noted_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// A room history's idle expiry, in whole seconds.
     pub fn ttl_s(&self, room: &str) -> u64 {
         self.policy.rules(room).history_ttl.as_secs().max(1)
     }
+}
+
+/// A Sentinel client for `master`, asking `sentinels` in turn.
+fn sentinel_client(sentinels: &[String], master: &str) -> Result<redis::sentinel::SentinelClient> {
+    redis::sentinel::SentinelClient::build(
+        sentinels.iter().map(|s| RedisTopology::url_of(s)).collect(),
+        master.to_owned(),
+        None,
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(unavailable)
 }
 
 #[cfg(test)]

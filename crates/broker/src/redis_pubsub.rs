@@ -1,13 +1,16 @@
-//! The Redis broker's Pub/Sub connection: one per node, subscribed per channel (never
-//! by pattern), feeding what arrives, in order, into the node's event channel. It
-//! reconnects with capped backoff and, once back, resubscribes every channel the
-//! node needs and says so with [`BrokerEvent::Up`].
+//! The Redis broker's Pub/Sub connection on one Redis (or Sentinel's master): one per
+//! node, subscribed per channel (never by pattern), feeding what arrives, in order,
+//! into the node's event channel. It reconnects with capped backoff (asking Sentinel
+//! for the master again each time) and, once back, resubscribes every channel the
+//! node needs and says so with [`BrokerEvent::Up`]. [`Subscriber`] is what the broker
+//! needs of it and of its Redis Cluster counterpart ([`crate::redis_sharded`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
@@ -16,10 +19,26 @@ use tokio::sync::mpsc;
 use crate::broker::{BrokerEvent, Channel};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
-use crate::redis_link::{unavailable, OP_TIMEOUT};
+use crate::redis_link::{unavailable, RedisLink, OP_TIMEOUT};
 
 /// Longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A node's subscriptions to Redis Pub/Sub, whatever the topology.
+#[async_trait]
+pub trait Subscriber: Send + Sync {
+    /// Whether every channel the node needs is held (so nothing is being missed).
+    fn is_up(&self) -> bool;
+
+    /// Subscribes `channel`, and keeps it through reconnections.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the connection is down or does not answer.
+    async fn subscribe(&self, channel: &Channel) -> Result<()>;
+
+    /// Unsubscribes `channel` (the broadcast channel is always kept).
+    async fn unsubscribe(&self, channel: &Channel);
+}
 
 /// The node's Pub/Sub connection and the channels it must hold.
 pub struct PubSub {
@@ -35,35 +54,30 @@ pub struct PubSub {
 
 impl PubSub {
     /// Starts the connection's task (Redis need not be up yet).
-    pub fn start(
-        client: redis::Client,
-        keys: Keys,
-        events: mpsc::Sender<BrokerEvent>,
-    ) -> Arc<Self> {
+    pub fn start(link: Arc<RedisLink>, events: mpsc::Sender<BrokerEvent>) -> Arc<Self> {
+        let keys = link.keys.clone();
         let state = Arc::new(PubSub {
             wanted: std::sync::Mutex::new(HashSet::from([keys.channel(&Channel::Broadcast)])),
             keys,
             sink: tokio::sync::Mutex::new(None),
             up: AtomicBool::new(false),
         });
-        tokio::spawn(run(client, state.clone(), events));
+        tokio::spawn(run(link, state.clone(), events));
         state
     }
 
     fn wanted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.wanted.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Whether the connection is up.
-    pub fn is_up(&self) -> bool {
+#[async_trait]
+impl Subscriber for PubSub {
+    fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 
-    /// Subscribes `channel`, and keeps it through reconnections.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when the connection is down or does not answer.
-    pub async fn subscribe(&self, channel: &Channel) -> Result<()> {
+    async fn subscribe(&self, channel: &Channel) -> Result<()> {
         let name = self.keys.channel(channel);
         self.wanted().insert(name.clone());
         let mut sink = self.sink.lock().await;
@@ -81,8 +95,7 @@ impl PubSub {
         res
     }
 
-    /// Unsubscribes `channel` (the broadcast channel is always kept).
-    pub async fn unsubscribe(&self, channel: &Channel) {
+    async fn unsubscribe(&self, channel: &Channel) {
         if *channel == Channel::Broadcast {
             return;
         }
@@ -95,14 +108,20 @@ impl PubSub {
     }
 }
 
-async fn run(client: redis::Client, state: Arc<PubSub>, events: mpsc::Sender<BrokerEvent>) {
+async fn run(link: Arc<RedisLink>, state: Arc<PubSub>, events: mpsc::Sender<BrokerEvent>) {
     let mut backoff = Duration::from_millis(100);
     let mut reported_down = false;
     loop {
         if events.is_closed() {
             return;
         }
-        match tokio::time::timeout(OP_TIMEOUT, client.get_async_pubsub()).await {
+        let connect = async {
+            match link.pubsub_client().await? {
+                Some(client) => client.get_async_pubsub().await.map_err(unavailable),
+                None => Err(Error::Unavailable("no pub/sub server".into())),
+            }
+        };
+        match tokio::time::timeout(OP_TIMEOUT, connect).await {
             Ok(Ok(pubsub)) => {
                 let (mut sink, mut stream) = pubsub.split();
                 let names: Vec<String> = state.wanted().iter().cloned().collect();

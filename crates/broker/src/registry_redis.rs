@@ -42,11 +42,61 @@ impl RedisRegistry {
     /// for users whose last session went with it.
     async fn reap(&self, node: &str) -> Result<()> {
         let keys = &self.link.keys;
-        let rooms_key = keys.node_rooms(node);
+        // Where the node's room indexes are: one hash on one Redis; on a cluster one
+        // per slot it had rooms in, listed in its `node-slots` set.
+        let indexes: Vec<String> = if keys.is_sharded() {
+            let set = keys.node_slots(node);
+            let slots: Vec<u16> = self
+                .link
+                .with_conn(|mut c| async move {
+                    redis::cmd("SMEMBERS").arg(set).query_async(&mut c).await
+                })
+                .await?;
+            slots
+                .into_iter()
+                .map(|s| keys.node_rooms_in(node, s))
+                .collect()
+        } else {
+            vec![keys.node_rooms(node, "")]
+        };
+        for index in &indexes {
+            self.reap_index(node, index).await?;
+        }
+        let nodes = keys.nodes();
+        let node_id = node.to_owned();
+        let last = if keys.is_sharded() {
+            // Each index lives in its own slot; the set and the registry entry in
+            // the registry's, together.
+            for index in indexes {
+                self.link
+                    .with_conn(|mut c| async move {
+                        redis::cmd("DEL").arg(index).query_async::<()>(&mut c).await
+                    })
+                    .await?;
+            }
+            keys.node_slots(node)
+        } else {
+            keys.node_rooms(node, "")
+        };
+        self.link
+            .with_conn(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .del(last)
+                    .hdel(nodes, node_id)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+
+    /// Removes `node`'s presence entries from every room of one of its indexes.
+    async fn reap_index(&self, node: &str, index: &str) -> Result<()> {
+        let keys = &self.link.keys;
         let rooms: Vec<String> = self
             .link
             .with_conn(|mut c| {
-                let k = rooms_key.clone();
+                let k = index.to_owned();
                 async move { redis::cmd("HKEYS").arg(k).query_async(&mut c).await }
             })
             .await?;
@@ -112,7 +162,7 @@ impl RedisRegistry {
                 let channel = channel.clone();
                 self.link
                     .with_conn(|mut c| async move {
-                        redis::cmd("PUBLISH")
+                        redis::cmd(keys.publish_command())
                             .arg(channel)
                             .arg(frame)
                             .query_async::<()>(&mut c)
@@ -121,17 +171,7 @@ impl RedisRegistry {
                     .await?;
             }
         }
-        let (nodes, node_id) = (keys.nodes(), node.to_owned());
-        self.link
-            .with_conn(|mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .del(rooms_key)
-                    .hdel(nodes, node_id)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await
+        Ok(())
     }
 }
 
@@ -169,6 +209,10 @@ impl Registry for RedisRegistry {
                 }
             })
             .await?;
+        if missing {
+            // Redis lost the registry, and with it, maybe, this node's slot set.
+            self.link.forget_noted_slots();
+        }
         for other in others {
             let (alive, lock) = (keys.node_alive(&other), keys.reap_lock(&other));
             let claimed: bool = self

@@ -9,6 +9,9 @@ use wsgate_protocol::server::PresenceMode;
 
 use crate::namespaces::{NamespaceOptions, Namespaces};
 
+mod redis;
+pub use redis::RedisArgs;
+
 /// Longest `--presence-grace-ms`: one hour (a closed session's presence is kept no
 /// Most `--accept-rate` (the admission window keeps one timestamp per admission).
 pub const MAX_ACCEPT_RATE: u32 = 1_000_000;
@@ -41,9 +44,14 @@ pub struct Config {
     #[arg(long, env = "WSGATE_NODE_ID")]
     pub node_id: Option<String>,
 
-    /// Redis URL for cluster mode; absent: the embedded in-memory broker.
+    /// Redis URL for cluster mode (`redis+cluster://host:port,…` for a Redis
+    /// Cluster); absent, and no cluster or sentinels: the embedded broker.
     #[arg(long, env = "WSGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Redis Cluster and Sentinel.
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// A room's history expires after this many seconds without a message (1 s to 100
     /// years; the default namespace's, see `--config`).
@@ -332,14 +340,7 @@ impl Config {
                 return Err("--node-id must be 1-32 characters of [A-Za-z0-9_-]".into());
             }
         }
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-            {
-                return Err("--redis-url must be a redis:// URL".into());
-            }
-        }
+        self.redis_topology()?;
         if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
             return Err(
                 "--jwt-secret must not be empty (leave it unset for development mode)".into(),
@@ -442,6 +443,15 @@ impl Config {
             self.config.as_deref(),
         )?);
         Ok(self)
+    }
+
+    /// Where Redis is; `None`: the embedded broker.
+    ///
+    /// # Errors
+    /// A message naming the flag ([`RedisArgs::topology`]).
+    pub fn redis_topology(&self) -> Result<Option<wsgate_broker::RedisTopology>, String> {
+        self.redis
+            .topology(self.redis_url.as_deref(), &self.redis_prefix)
     }
 
     /// The default namespace's options: the flags'.

@@ -40,14 +40,15 @@ impl Server {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let node_id = config.resolved_node_id();
         let policy: Arc<dyn RoomPolicy> = config.namespaces.clone();
-        let backend = match &config.redis_url {
+        let backend = match config.redis_topology().map_err(anyhow::Error::msg)? {
             None => Backend::memory(policy, events_tx),
-            Some(url) => Backend::redis(
+            Some(topology) => Backend::redis(
                 RedisSettings {
-                    url: url.clone(),
+                    topology,
                     prefix: config.redis_prefix.clone(),
                     node_id: node_id.clone(),
                     heartbeat: Duration::from_millis(config.heartbeat_ms),
+                    wait_replicas: config.redis.redis_wait_replicas,
                 },
                 policy,
                 events_tx,

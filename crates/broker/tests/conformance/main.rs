@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use wsgate_broker::{Backend, BrokerEvent, Channel, RedisSettings, RoomPolicy, RoomRules};
-use wsgate_e2e::RedisServer;
+use wsgate_broker::{
+    Backend, BrokerEvent, Channel, RedisSettings, RedisTopology, RoomPolicy, RoomRules,
+};
+use wsgate_e2e::{RedisCluster, RedisServer};
 use wsgate_protocol::server::{Member, StoredEntry};
 
 /// A backend under test, its event channel, and what keeps its store alive.
@@ -61,10 +63,11 @@ pub(crate) fn memory(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> 
 /// Settings of a node on `url` (and the history length of its rooms).
 pub(crate) fn settings(url: String, node_id: &str, history_len: usize) -> (RedisSettings, usize) {
     let s = RedisSettings {
-        url,
+        topology: wsgate_broker::RedisTopology::Single(url),
         prefix: "conformance".into(),
         node_id: node_id.into(),
         heartbeat: Duration::from_secs(1),
+        wait_replicas: 0,
     };
     (s, history_len)
 }
@@ -94,6 +97,36 @@ pub(crate) fn redis(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> {
     })
 }
 
+tokio::task_local! {
+    /// The Redis Cluster the `cluster` variant of a suite runs on.
+    static CLUSTER_SEEDS: Vec<String>;
+}
+
+/// Runs `f` with [`cluster`] backends made on a new 3-master Redis Cluster.
+pub(crate) async fn on_a_cluster<F: Future<Output = ()>>(f: F) {
+    let c = RedisCluster::start(3, 0);
+    CLUSTER_SEEDS.scope(c.seeds(), f).await;
+    drop(c);
+}
+
+/// A backend on the Redis Cluster of [`on_a_cluster`], under a prefix of its own.
+pub(crate) fn cluster(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    Box::pin(async move {
+        let seeds = CLUSTER_SEEDS.with(Clone::clone);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (mut s, len) = settings(String::new(), "n1", history_len);
+        s.topology = RedisTopology::Cluster(seeds);
+        s.prefix = format!("conformance{n}");
+        let (b, rx) = redis_node((s, len)).await;
+        Made {
+            b,
+            rx,
+            _redis: None,
+        }
+    })
+}
+
 pub(crate) fn member(id: &str) -> Member {
     Member {
         user_id: id.into(),
@@ -115,7 +148,9 @@ pub(crate) async fn next_frame(rx: &mut mpsc::Receiver<BrokerEvent>) -> (Channel
 }
 
 /// `suite!(a, b)` runs the contract tests `a` and `b` of the calling module against
-/// both implementations (`memory::a`, `redis::a`, …).
+/// both implementations (`memory::a`, `redis::a`, …), and all of them, one after the
+/// other, on one Redis Cluster (`cluster::all`: the Redis implementation with the
+/// cluster's key layout and sharded Pub/Sub).
 #[macro_export]
 macro_rules! suite {
     ($($name:ident),*) => {
@@ -134,6 +169,18 @@ macro_rules! suite {
                     super::$name($crate::redis).await;
                 }
             )*
+        }
+        mod cluster {
+            #[tokio::test]
+            async fn all() {
+                $crate::on_a_cluster(async {
+                    $(
+                        eprintln!("cluster: {}", stringify!($name));
+                        super::$name($crate::cluster).await;
+                    )*
+                })
+                .await;
+            }
         }
     };
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use wsgate_broker::{Added, Channel, NodeReport, SessionRef};
-use wsgate_e2e::RedisServer;
+use wsgate_broker::{Added, Channel, NodeReport, RedisSettings, RedisTopology, SessionRef};
+use wsgate_e2e::{RedisCluster, RedisServer};
 use wsgate_protocol::server::{PresenceEvent, ServerFrame};
 
 use crate::{member, memory, next_frame, redis_node, settings, Made};
@@ -29,11 +29,43 @@ async fn a_single_node_has_no_cluster() {
     b.registry.deregister().await.unwrap();
 }
 
+/// Settings of node `id` on one Redis or a Redis Cluster.
+type Node<'a> = &'a dyn Fn(&str) -> (RedisSettings, usize);
+
+fn on_server(server: &RedisServer) -> impl Fn(&str) -> (RedisSettings, usize) + '_ {
+    move |id| settings(server.url(), id, 5)
+}
+
+fn on_cluster(cluster: &RedisCluster) -> impl Fn(&str) -> (RedisSettings, usize) + '_ {
+    move |id| {
+        let (mut s, len) = settings(String::new(), id, 5);
+        s.topology = RedisTopology::Cluster(cluster.seeds());
+        (s, len)
+    }
+}
+
 #[tokio::test]
 async fn redis_nodes_report_totals_and_deregister() {
     let server = RedisServer::start();
-    let (a, _ra) = redis_node(settings(server.url(), "n1", 5)).await;
-    let (b, _rb) = redis_node(settings(server.url(), "n2", 5)).await;
+    nodes_report_totals_and_deregister(&on_server(&server)).await;
+}
+
+#[tokio::test]
+async fn redis_reaps_a_node_that_stopped_reporting() {
+    let server = RedisServer::start();
+    reaps_a_node_that_stopped_reporting(&on_server(&server)).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_registry() {
+    let cluster = RedisCluster::start(3, 0);
+    nodes_report_totals_and_deregister(&on_cluster(&cluster)).await;
+    reaps_a_node_that_stopped_reporting(&on_cluster(&cluster)).await;
+}
+
+async fn nodes_report_totals_and_deregister(node: Node<'_>) {
+    let (a, _ra) = redis_node(node("n1")).await;
+    let (b, _rb) = redis_node(node("n2")).await;
     a.registry
         .heartbeat(NodeReport { connections: 3 })
         .await
@@ -50,11 +82,10 @@ async fn redis_nodes_report_totals_and_deregister() {
     assert_eq!((stats.nodes, stats.connections), (vec!["n1".into()], 3));
 }
 
-#[tokio::test]
-async fn redis_reaps_a_node_that_stopped_reporting() {
-    let server = RedisServer::start();
-    let (a, mut ra) = redis_node(settings(server.url(), "n1", 5)).await;
-    let (b, _rb) = redis_node(settings(server.url(), "n2", 5)).await;
+/// (On a cluster, the rooms `room` and `far` are in slots of different shards.)
+async fn reaps_a_node_that_stopped_reporting(node: Node<'_>) {
+    let (a, mut ra) = redis_node(node("r1")).await;
+    let (b, _rb) = redis_node(node("r2")).await;
     let on_b = |s: &str, u: &str| SessionRef {
         session_id: s.into(),
         user: member(u),
@@ -77,6 +108,9 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
     assert!(!edge(
         a.presence.add("room", &on_b("s3", "w"), 0).await.unwrap()
     ));
+    assert!(edge(
+        b.presence.add("far", &on_b("s4", "u"), 0).await.unwrap()
+    ));
     b.registry.heartbeat(NodeReport::default()).await.unwrap();
     a.broker
         .subscribe(&Channel::Room("room".into()))
@@ -88,7 +122,7 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
         vec![member("u"), member("w")],
         "n2 is alive: nothing is reaped"
     );
-    // n2 stops reporting; its liveness key expires after one heartbeat interval (1 s).
+    // r2 stops reporting; its liveness key expires after one heartbeat interval (1 s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while a.registry.cluster().await.unwrap().unwrap().nodes.len() > 1 {
         assert!(tokio::time::Instant::now() < deadline, "n2 never expired");
@@ -100,6 +134,7 @@ async fn redis_reaps_a_node_that_stopped_reporting() {
         vec![member("w")],
         "u left with n2; w stays (a session on n1)"
     );
+    assert_eq!(a.presence.count("far").await.unwrap(), (0, false));
     let (ch, frame) = next_frame(&mut ra).await;
     assert_eq!(ch, Channel::Room("room".into()));
     let leave = ServerFrame::Presence {
