@@ -1,13 +1,28 @@
-//! Who a connection is: a verified HS256 token, or (development mode) query parameters.
+//! Who a connection is: a verified token (HS256 with `--jwt-secret`; RS/ES/EdDSA with
+//! `--jwt-public-key` files or the keys of `--jwks-url`), or (development mode) query
+//! parameters.
+//!
+//! [`keys`] holds the keys and picks those that may check a token, each with its own
+//! algorithm; [`verify`] checks a token with them; [`jwks`] keeps a key set URL's keys
+//! fresh, its fetches paced by [`refresh_gate`].
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 use wsgate_protocol::names;
 use wsgate_protocol::server::Member;
 
+use crate::config::JwtArgs;
 use crate::reserved::SYSTEM_ROOM;
+
+pub mod jwks;
+pub mod keys;
+pub mod refresh_gate;
+mod verify;
+
+use keys::{KeySet, VerifyKey};
+use verify::{Refusal, Tokens};
 
 /// The identity of one connection.
 #[derive(Debug, Clone)]
@@ -56,10 +71,14 @@ pub enum AuthError {
     /// The token's `nbf` is in the future.
     #[error("token not yet valid")]
     NotYetValid,
-    /// The token is malformed, badly signed, lacks a required claim, or names another
-    /// issuer or audience.
+    /// The token is malformed, badly signed, of an algorithm no key here verifies,
+    /// lacks a required claim, or names another issuer or audience.
     #[error("invalid token")]
     Invalid,
+    /// The token names a key (`kid`) that none of the keys at hand is, even after the
+    /// key set refresh this token was allowed.
+    #[error("token signed by an unknown key")]
+    UnknownKey,
     /// A development-mode identity parameter is unusable.
     #[error("{0}")]
     BadParameter(&'static str),
@@ -71,58 +90,105 @@ fn bearer(header: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    name: Option<String>,
-    exp: u64,
-    #[serde(default)]
-    rooms: Option<Vec<String>>,
-}
-
 /// Turns a request's credentials into an [`Identity`].
 pub struct Authenticator {
-    /// The HS256 key; `None` is development mode.
-    key: Option<(DecodingKey, Validation)>,
+    /// The keys and claim rules; `None` is development mode.
+    tokens: Option<Tokens>,
 }
 
 impl Authenticator {
-    /// Token mode when `secret` is given, development mode otherwise. `issuer` and
+    /// HS256 tokens when `secret` is given, development mode otherwise. `issuer` and
     /// `audience`, when given, must match the token's `iss` and `aud`; `nbf` is always
     /// checked when present.
     pub fn new(secret: Option<&str>, issuer: Option<&str>, audience: Option<&str>) -> Self {
-        let key = secret.map(|s| {
-            let mut v = Validation::new(Algorithm::HS256);
-            let mut required = vec!["exp", "sub"];
-            // No leeway: a token past its `exp` is refused at the handshake, exactly when
-            // a connected session holding it is closed with 1008.
-            v.leeway = 0;
-            v.validate_nbf = true;
-            match audience {
-                Some(aud) => {
-                    v.set_audience(&[aud]);
-                    required.push("aud");
-                }
-                None => v.validate_aud = false,
-            }
-            if let Some(iss) = issuer {
-                v.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            v.set_required_spec_claims(&required);
-            (DecodingKey::from_secret(s.as_bytes()), v)
+        let tokens = secret.map(|s| Tokens {
+            secret: Some(Arc::new(VerifyKey::hs256(s.as_bytes()))),
+            files: KeySet::default(),
+            jwks: None,
+            rules: verify::rules(issuer, audience),
         });
-        Authenticator { key }
+        Authenticator { tokens }
+    }
+
+    /// The authenticator the token flags describe: the key files are read now, the key
+    /// set URL is fetched once [`Authenticator::start`] runs.
+    ///
+    /// # Errors
+    /// A message naming a key file that cannot be read or holds no usable public key.
+    pub fn from_args(args: &JwtArgs) -> Result<Self, String> {
+        if !args.tokens_required() {
+            return Ok(Authenticator { tokens: None });
+        }
+        let files = Self::key_files(args)?;
+        let jwks = args.jwks_url.as_ref().map(|url| {
+            jwks::Jwks::new(
+                url.clone(),
+                Duration::from_secs(args.jwks_min_refresh_s),
+                Duration::from_secs(args.jwks_refresh_s),
+            )
+        });
+        Ok(Authenticator {
+            tokens: Some(Tokens {
+                secret: args
+                    .jwt_secret
+                    .as_ref()
+                    .map(|s| Arc::new(VerifyKey::hs256(s.as_bytes()))),
+                files: KeySet::new(files),
+                jwks,
+                rules: verify::rules(args.jwt_issuer.as_deref(), args.jwt_audience.as_deref()),
+            }),
+        })
+    }
+
+    /// The keys of the `--jwt-public-key` files.
+    ///
+    /// # Errors
+    /// A message naming a file that cannot be read or holds no usable public key.
+    pub fn key_files(args: &JwtArgs) -> Result<Vec<VerifyKey>, String> {
+        let mut found = Vec::new();
+        for path in &args.jwt_public_key {
+            found.extend(keys::from_file(path)?);
+        }
+        Ok(found)
+    }
+
+    /// Starts the key set refresher, if a key set URL is configured, and waits for its
+    /// first fetch at most `within`. A node whose provider is down starts all the same:
+    /// tokens it cannot verify get 401 until a fetch succeeds (retried every
+    /// `--jwks-min-refresh-s`).
+    pub async fn start(
+        &self,
+        cancel: CancellationToken,
+        within: Duration,
+        metrics: jwks::JwksMetrics,
+    ) {
+        let Some(jwks) = self.tokens.as_ref().and_then(|t| t.jwks.as_ref()) else {
+            return;
+        };
+        if jwks.url().starts_with("http://") {
+            tracing::warn!(
+                url = jwks.url(),
+                "--jwks-url over plain http: whoever sits on the path can make tokens; use https"
+            );
+        }
+        jwks.spawn(cancel, metrics);
+        let keys = jwks.first_fetch(within).await;
+        if keys {
+            tracing::info!(kids = ?jwks.keys().kids(), "JWKS loaded");
+        } else {
+            tracing::warn!(
+                "no JWKS keys yet: tokens they would verify get 401 until a fetch succeeds"
+            );
+        }
     }
 
     /// Whether tokens are required.
     pub fn requires_token(&self) -> bool {
-        self.key.is_some()
+        self.tokens.is_some()
     }
 
     /// Authenticates from the query's `token`/`user_id`/`username` and the
-    /// `Authorization` header.
+    /// `Authorization` header, with the keys at hand.
     ///
     /// # Errors
     /// An [`AuthError`] to answer with 401 (or 400 for a bad development parameter).
@@ -131,200 +197,112 @@ impl Authenticator {
         query: &[(String, String)],
         authorization: Option<&str>,
     ) -> Result<Identity, AuthError> {
+        self.identify(query, authorization).map_err(log_refusal)
+    }
+
+    /// [`Authenticator::authenticate`], and when the token names a key the key set
+    /// does not hold, once more after the refresh this may trigger (see
+    /// [`jwks::Jwks::refresh_for_unknown_key`]: never more than one fetch per
+    /// `--jwks-min-refresh-s`, whatever the number of such tokens).
+    ///
+    /// # Errors
+    /// As [`Authenticator::authenticate`].
+    pub async fn authenticate_refreshing(
+        &self,
+        query: &[(String, String)],
+        authorization: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        match self.identify(query, authorization) {
+            Err(r) if r.error == AuthError::UnknownKey => {
+                if let Some(jwks) = self.tokens.as_ref().and_then(|t| t.jwks.as_ref()) {
+                    jwks.refresh_for_unknown_key().await;
+                }
+                self.authenticate(query, authorization)
+            }
+            other => other.map_err(log_refusal),
+        }
+    }
+
+    fn identify(
+        &self,
+        query: &[(String, String)],
+        authorization: Option<&str>,
+    ) -> Result<Identity, Refusal> {
         let param = |k: &str| {
             query
                 .iter()
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.as_str())
         };
-        match &self.key {
-            Some((key, validation)) => {
-                let token = param("token")
-                    .or_else(|| authorization.and_then(bearer))
-                    .filter(|t| !t.is_empty())
-                    .ok_or(AuthError::Missing)?;
-                let data =
-                    decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
-                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                        jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
-                            AuthError::NotYetValid
-                        }
-                        _ => AuthError::Invalid,
-                    })?;
-                let c = data.claims;
-                if !names::valid_user_id(&c.sub) {
-                    return Err(AuthError::Invalid);
-                }
-                let username = c
-                    .name
-                    .filter(|n| names::valid_username(n))
-                    .unwrap_or_else(|| c.sub.clone());
-                // An `exp` past what the clock can represent is refused, not a panic
-                // (found by fuzzing).
-                let expires_at = UNIX_EPOCH
-                    .checked_add(Duration::from_secs(c.exp))
-                    .ok_or(AuthError::Invalid)?;
-                Ok(Identity {
-                    user: Member {
-                        user_id: c.sub,
-                        username,
-                    },
-                    grants: Some(c.rooms.unwrap_or_default()),
-                    expires_at: Some(expires_at),
-                })
-            }
-            None => {
-                let user_id = match param("user_id") {
-                    Some(u) if names::valid_user_id(u) => u.to_owned(),
-                    Some(_) => {
-                        return Err(AuthError::BadParameter(
-                            "user_id must be 1-128 bytes without control characters",
-                        ))
-                    }
-                    None => format!("anon-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-                };
-                let username = match param("username") {
-                    Some(n) if !n.is_empty() && names::valid_username(n) => n.to_owned(),
-                    Some("") | None => user_id.clone(),
-                    Some(_) => {
-                        return Err(AuthError::BadParameter(
-                            "username must be at most 128 bytes without control characters",
-                        ))
-                    }
-                };
-                Ok(Identity {
-                    user: Member { user_id, username },
-                    grants: None,
-                    expires_at: None,
-                })
-            }
+        let Some(tokens) = &self.tokens else {
+            return development_identity(param("user_id"), param("username"))
+                .map_err(|e| Refusal::new(e, "bad development parameter"));
+        };
+        let token = param("token")
+            .or_else(|| authorization.and_then(bearer))
+            .filter(|t| !t.is_empty())
+            .ok_or(Refusal::new(AuthError::Missing, "no token"))?;
+        let c = tokens.verify(token)?;
+        if !names::valid_user_id(&c.sub) {
+            return Err(Refusal::new(AuthError::Invalid, "unusable sub"));
         }
+        let username = c
+            .name
+            .filter(|n| names::valid_username(n))
+            .unwrap_or_else(|| c.sub.clone());
+        // An `exp` past what the clock can represent is refused, not a panic (found by
+        // fuzzing).
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(c.exp))
+            .ok_or(Refusal::new(AuthError::Invalid, "exp out of range"))?;
+        Ok(Identity {
+            user: Member {
+                user_id: c.sub,
+                username,
+            },
+            grants: Some(c.rooms.unwrap_or_default()),
+            expires_at: Some(expires_at),
+        })
     }
+}
+
+/// Logs why a token was refused (never the token), and gives the answer.
+fn log_refusal(r: Refusal) -> AuthError {
+    if !matches!(r.error, AuthError::BadParameter(_)) {
+        tracing::debug!(reason = r.reason, "token refused");
+    }
+    r.error
+}
+
+/// A development-mode identity from the query's `user_id` and `username`.
+fn development_identity(
+    user_id: Option<&str>,
+    username: Option<&str>,
+) -> Result<Identity, AuthError> {
+    let user_id = match user_id {
+        Some(u) if names::valid_user_id(u) => u.to_owned(),
+        Some(_) => {
+            return Err(AuthError::BadParameter(
+                "user_id must be 1-128 bytes without control characters",
+            ))
+        }
+        None => format!("anon-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+    };
+    let username = match username {
+        Some(n) if !n.is_empty() && names::valid_username(n) => n.to_owned(),
+        Some("") | None => user_id.clone(),
+        Some(_) => {
+            return Err(AuthError::BadParameter(
+                "username must be at most 128 bytes without control characters",
+            ))
+        }
+    };
+    Ok(Identity {
+        user: Member { user_id, username },
+        grants: None,
+        expires_at: None,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use jsonwebtoken::{encode, EncodingKey, Header};
-    use serde_json::json;
-
-    fn token(claims: serde_json::Value, secret: &str) -> String {
-        encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
-    }
-
-    fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
-
-    #[test]
-    fn tokens() {
-        let auth = Authenticator::new(Some("s3cret"), None, None);
-        let good = token(
-            json!({"sub":"alice","name":"Alice","exp":now()+60,"rooms":["private:a","private:team-*"]}),
-            "s3cret",
-        );
-        let id = auth
-            .authenticate(&[("token".into(), good.clone())], None)
-            .unwrap();
-        assert_eq!(
-            id.user,
-            Member {
-                user_id: "alice".into(),
-                username: "Alice".into()
-            }
-        );
-        assert!(id.may_enter("lobby", false));
-        assert!(id.may_enter("private:a", true));
-        assert!(id.may_enter("private:team-x", true));
-        assert!(!id.may_enter("private:b", true));
-        let header = format!("Bearer {good}");
-        assert!(auth.authenticate(&[], Some(&header)).is_ok());
-        let header = format!("bearer  {good}");
-        assert!(auth.authenticate(&[], Some(&header)).is_ok());
-        assert_eq!(
-            auth.authenticate(&[], None).unwrap_err(),
-            AuthError::Missing
-        );
-        let expired = token(json!({"sub":"a","exp":now()-600}), "s3cret");
-        assert_eq!(
-            auth.authenticate(&[("token".into(), expired)], None)
-                .unwrap_err(),
-            AuthError::Expired
-        );
-        let wrong_key = token(json!({"sub":"a","exp":now()+60}), "other");
-        assert_eq!(
-            auth.authenticate(&[("token".into(), wrong_key)], None)
-                .unwrap_err(),
-            AuthError::Invalid
-        );
-        let no_exp = token(json!({"sub":"a"}), "s3cret");
-        assert_eq!(
-            auth.authenticate(&[("token".into(), no_exp)], None)
-                .unwrap_err(),
-            AuthError::Invalid
-        );
-        assert_eq!(
-            auth.authenticate(&[("token".into(), "garbage".into())], None)
-                .unwrap_err(),
-            AuthError::Invalid
-        );
-    }
-
-    #[test]
-    fn nbf_issuer_and_audience() {
-        let open = Authenticator::new(Some("k"), None, None);
-        let strict = Authenticator::new(Some("k"), Some("https://idp"), Some("wsgate"));
-        let t = |c: serde_json::Value| vec![("token".to_owned(), token(c, "k"))];
-        let exp = now() + 60;
-        // `aud` is not checked when none is configured (it used to refuse every token
-        // that carried one).
-        assert!(open
-            .authenticate(&t(json!({"sub":"a","exp":exp,"aud":"other"})), None)
-            .is_ok());
-        assert_eq!(
-            open.authenticate(&t(json!({"sub":"a","exp":exp,"nbf":now()+600})), None)
-                .unwrap_err(),
-            AuthError::NotYetValid
-        );
-        assert!(open
-            .authenticate(&t(json!({"sub":"a","exp":exp,"nbf":now()-1})), None)
-            .is_ok());
-        let good = json!({"sub":"a","exp":exp,"iss":"https://idp","aud":["x","wsgate"]});
-        assert!(strict.authenticate(&t(good), None).is_ok());
-        for bad in [
-            json!({"sub":"a","exp":exp,"iss":"https://idp"}),
-            json!({"sub":"a","exp":exp,"aud":"wsgate"}),
-            json!({"sub":"a","exp":exp,"iss":"https://evil","aud":"wsgate"}),
-            json!({"sub":"a","exp":exp,"iss":"https://idp","aud":"other"}),
-        ] {
-            assert_eq!(
-                strict.authenticate(&t(bad.clone()), None).unwrap_err(),
-                AuthError::Invalid,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn development_mode() {
-        let auth = Authenticator::new(None, None, None);
-        let id = auth
-            .authenticate(&[("user_id".into(), "bob".into())], None)
-            .unwrap();
-        assert_eq!(id.user.username, "bob");
-        assert!(!id.may_enter("private:x", true));
-        let anon = auth.authenticate(&[], None).unwrap();
-        assert!(anon.user.user_id.starts_with("anon-"));
-        assert!(auth
-            .authenticate(&[("user_id".into(), "a\u{1}".into())], None)
-            .is_err());
-    }
-}
+mod tests;

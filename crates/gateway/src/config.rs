@@ -9,6 +9,9 @@ use wsgate_protocol::server::PresenceMode;
 
 use crate::namespaces::{NamespaceOptions, Namespaces};
 
+mod jwt;
+pub use jwt::JwtArgs;
+
 mod redis;
 pub use redis::RedisArgs;
 
@@ -62,18 +65,10 @@ pub struct Config {
     #[arg(long, env = "WSGATE_REDIS_PREFIX", default_value = "wsgate")]
     pub redis_prefix: String,
 
-    /// HS256 secret for client tokens; absent: development mode (query-parameter identity).
-    #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// When set, tokens must carry this `iss`.
-    #[arg(long, env = "WSGATE_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-
-    /// When set, tokens must carry this `aud` (a string, or a list holding it); when
-    /// unset, a token's `aud` is not checked.
-    #[arg(long, env = "WSGATE_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
+    /// Client tokens: their keys and required claims; none configured: development
+    /// mode (query-parameter identity).
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 
     /// API key for the back-end HTTP API.
     #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true)]
@@ -315,11 +310,7 @@ impl Config {
         if self.max_rooms == 0 {
             return Err("--max-rooms must be at least 1".into());
         }
-        if self.jwt_issuer.as_deref().is_some_and(str::is_empty)
-            || self.jwt_audience.as_deref().is_some_and(str::is_empty)
-        {
-            return Err("--jwt-issuer and --jwt-audience must not be empty when given".into());
-        }
+        self.jwt.validate()?;
         if self.heartbeat_ms < 10 {
             return Err("--heartbeat-ms must be at least 10".into());
         }
@@ -341,11 +332,6 @@ impl Config {
             }
         }
         self.redis_topology()?;
-        if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
-            return Err(
-                "--jwt-secret must not be empty (leave it unset for development mode)".into(),
-            );
-        }
         if self.api_key.as_deref().is_some_and(str::is_empty) {
             return Err("--api-key must not be empty (leave it unset to disable the API)".into());
         }

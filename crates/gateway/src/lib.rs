@@ -25,7 +25,8 @@
 //! - Leaves: [`handle`] and [`queue`] (what the hub holds of a session), [`config`],
 //!   [`response`] and [`query`] (HTTP building blocks), [`proxy`] (client addresses),
 //!   [`ratelimit`], [`clock`], [`reserved`] (room names with a meaning),
-//!   [`pending_removals`] (presence removals waiting for a retry).
+//!   [`pending_removals`] (presence removals waiting for a retry), [`http_client`]
+//!   (outbound HTTP(S): the JWKS fetch).
 
 pub mod admission;
 pub mod announce;
@@ -43,6 +44,7 @@ pub mod grace_queue;
 pub mod handle;
 pub mod health;
 pub mod heartbeat;
+pub mod http_client;
 pub mod hub;
 pub mod join;
 pub mod lifecycle;

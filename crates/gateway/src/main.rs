@@ -30,13 +30,19 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // Key files are read again when the node is built: checked here, a bad one stops
+    // the start like a bad flag, with a message naming it.
+    if let Err(e) = wsgate_gateway::auth::Authenticator::key_files(&config.jwt) {
+        eprintln!("wsgate: {e}");
+        std::process::exit(2);
+    }
     server::raise_nofile_limit();
     if config.api_key.is_none() && config.insecure_api {
         tracing::warn!("--insecure-api: the back-end HTTP API accepts requests without a key");
     }
-    if config.jwt_secret.is_none() {
+    if !config.jwt.tokens_required() {
         tracing::warn!(
-            "no --jwt-secret: development mode, identities come from ?user_id= and ?username="
+            "no --jwt-secret, --jwt-public-key or --jwks-url: development mode, identities come from ?user_id= and ?username="
         );
     }
     // Listen for SIGTERM/SIGINT before announcing the address: a signal sent as soon

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub presence_retries: Counter,
     /// Presence removals lost because too many were waiting.
     pub presence_removals_lost: Counter,
+    /// JWKS fetches, by `outcome` (`ok`, `failed`).
+    pub jwks_fetches: Family<Labels, Counter>,
+    /// Keys in the cached JWKS.
+    pub jwks_keys: Gauge,
 }
 
 impl Default for Metrics {
@@ -93,6 +97,8 @@ impl Metrics {
             presence_removals_pending: Gauge::default(),
             presence_retries: Counter::default(),
             presence_removals_lost: Counter::default(),
+            jwks_fetches: Family::default(),
+            jwks_keys: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -196,6 +202,12 @@ impl Metrics {
             "Presence removals lost because too many were waiting",
             m.presence_removals_lost.clone(),
         );
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by outcome (a failed one leaves the cached keys serving)",
+            m.jwks_fetches.clone(),
+        );
+        registry.register("jwks_keys", "Keys in the cached JWKS", m.jwks_keys.clone());
         for code in ErrorCode::ALL {
             let _ = m.errors.get_or_create(&vec![("code", code.as_str())]);
         }

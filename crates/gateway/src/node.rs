@@ -73,13 +73,13 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node over `backend`.
-    pub fn new(config: Config, node_id: String, backend: Backend) -> Arc<Self> {
-        let auth = Authenticator::new(
-            config.jwt_secret.as_deref(),
-            config.jwt_issuer.as_deref(),
-            config.jwt_audience.as_deref(),
-        );
+    /// A node over `backend`, checking tokens with `auth`.
+    pub fn new(
+        config: Config,
+        node_id: String,
+        backend: Backend,
+        auth: Authenticator,
+    ) -> Arc<Self> {
         let metrics = Metrics::new();
         // The embedded broker is always there; Redis says when it connects.
         metrics

@@ -46,9 +46,9 @@ where
     let get_only = |allowed: bool| (!allowed).then(|| method_not_allowed("GET", "use GET"));
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
     let res = match path {
-        "/ws" => return Ok(crate::upgrade::upgrade(&node, req, Endpoint::Session)),
+        "/ws" => return Ok(crate::upgrade::upgrade(&node, req, Endpoint::Session).await),
         p if node.config.echo_path.as_deref() == Some(p) => {
-            return Ok(crate::upgrade::upgrade(&node, req, Endpoint::Echo))
+            return Ok(crate::upgrade::upgrade(&node, req, Endpoint::Echo).await)
         }
         "/healthz" => get_only(is_get)
             .unwrap_or_else(|| json_response(StatusCode::OK, &json!({"status": "ok"}))),

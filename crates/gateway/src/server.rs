@@ -18,6 +18,8 @@ use crate::slot::HttpPermit;
 
 /// Capacity of the broker → dispatcher event channel.
 const EVENT_QUEUE: usize = 4096;
+/// How long a start waits for the JWKS's first fetch.
+const JWKS_START_WAIT: Duration = Duration::from_secs(6);
 
 /// A started gateway: its node and the address it listens on.
 pub struct Server {
@@ -54,9 +56,20 @@ impl Server {
                 events_tx,
             )?,
         };
+        let auth =
+            crate::auth::Authenticator::from_args(&config.jwt).map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let node = Node::new(config, node_id, backend);
+        let node = Node::new(config, node_id, backend, auth);
+        // The key set's first fetch, before the address is announced (bounded: a
+        // provider that is down does not keep the node from starting).
+        let jwks_metrics = crate::auth::jwks::JwksMetrics {
+            fetches: node.metrics.jwks_fetches.clone(),
+            keys: node.metrics.jwks_keys.clone(),
+        };
+        node.auth
+            .start(node.root.clone(), JWKS_START_WAIT, jwks_metrics)
+            .await;
         tokio::spawn(crate::dispatch::run(node.clone(), events_rx));
         if let Err(e) = node.subs.ensure(&Channel::Broadcast).await {
             // Redis down at start: the node serves anyway (not ready), and the broker

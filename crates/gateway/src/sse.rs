@@ -60,7 +60,11 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let identity = match node.auth.authenticate(query.pairs(), authorization) {
+    let identity = match node
+        .auth
+        .authenticate_refreshing(query.pairs(), authorization)
+        .await
+    {
         Ok(i) => i,
         Err(AuthError::BadParameter(m)) => {
             return error_response(StatusCode::BAD_REQUEST, "invalid_field", m)

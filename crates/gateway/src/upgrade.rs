@@ -77,7 +77,7 @@ pub enum Endpoint {
 
 /// Answers a request on `/ws` (or the echo path): either a refusal, or 101 with the
 /// connection's task spawned.
-pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>, endpoint: Endpoint) -> Response<Body>
+pub async fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>, endpoint: Endpoint) -> Response<Body>
 where
     B: Send + 'static,
 {
@@ -166,7 +166,11 @@ where
             let authorization = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            match node.auth.authenticate(query.pairs(), authorization) {
+            match node
+                .auth
+                .authenticate_refreshing(query.pairs(), authorization)
+                .await
+            {
                 Ok(i) => Some(i),
                 Err(AuthError::BadParameter(m)) => {
                     return refuse(StatusCode::BAD_REQUEST, "invalid_field", m)
