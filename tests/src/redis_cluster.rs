@@ -20,11 +20,20 @@ pub struct RedisCluster {
     dir: std::path::PathBuf,
 }
 
+/// A free port P whose cluster bus port, P + 10000, is free too (an ephemeral port
+/// plus 10000 may be past 65535): drawn from 20000-29999.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..10_000 {
+        let port = 20_000 + ((seed + NEXT.fetch_add(1, Ordering::Relaxed) * 7) % 10_000) as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port pair for a cluster node");
 }
 
 /// Runs `redis-cli` against `port` and returns its output.

@@ -1,0 +1,152 @@
+"""A throw-away Redis Cluster for the end-to-end tests: ``masters`` masters with
+``replicas`` replicas each on free loopback ports, made with ``redis-cli --cluster
+create``, no persistence, a 1 s node timeout (a failover takes a few seconds). Every
+node is stopped by its PID; its files live in a temporary directory."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+
+import random
+import socket
+
+SLOTS = 16384
+
+
+def cluster_port() -> int:
+    """A free port P whose cluster bus port, P + 10000, is free too (an ephemeral
+    port plus 10000 may be past 65535): drawn from 20000-29999."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def crc16(data: bytes) -> int:
+    """CRC16/XMODEM, Redis Cluster's key hash."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def key_slot(key: str) -> int:
+    """The slot of ``key`` by the hash-tag rule."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            key = key[start + 1:end]
+    return crc16(key.encode()) % SLOTS
+
+
+class RedisCluster:
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="wsgate-redis-cluster-")
+        self.procs: dict[int, subprocess.Popen] = {}
+        try:
+            for _ in range(masters * (1 + replicas)):
+                self._spawn(cluster_port())
+            for port in self.procs:
+                self._until(lambda port=port: self.cli(port, "PING") == "PONG", "a node to answer")
+            out = subprocess.run(
+                ["redis-cli", "--cluster", "create", *self.seeds,
+                 "--cluster-replicas", str(replicas), "--cluster-yes"],
+                capture_output=True, text=True, timeout=60,
+            )
+            assert out.returncode == 0, out.stdout + out.stderr
+            self.wait_ok()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _spawn(self, port: int) -> None:
+        self.procs[port] = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+             "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no",
+             "--protected-mode", "no"],
+            cwd=self.dir.name, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def restart(self, port: int) -> None:
+        """Starts a killed node again on its port with its cluster config: it rejoins
+        (as a replica, once its slots were failed over) and syncs from its master."""
+        self._spawn(port)
+        self._until(lambda: self.cli(port, "PING") == "PONG", "the node to answer")
+
+    @property
+    def seeds(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.procs]
+
+    def running(self) -> list[int]:
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def cli(self, port: int, *args: str) -> str:
+        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def _until(self, check, what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Every running node says the cluster is ok with every slot served."""
+        def ok() -> bool:
+            for p in self.running():
+                info = self.cli(p, "CLUSTER", "INFO")
+                if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
+                    return False
+            return True
+        self._until(ok, "the cluster to be ok", timeout)
+
+    def master_of(self, key: str) -> int:
+        """The port of the running master that serves ``key``'s slot now."""
+        slot = key_slot(key)
+        for p in self.running():
+            for line in self.cli(p, "CLUSTER", "NODES").splitlines():
+                parts = line.split()
+                if "myself" not in parts[2] or "master" not in parts[2]:
+                    continue
+                for r in parts[8:]:
+                    a, _, b = r.partition("-")
+                    if a.isdigit() and int(a) <= slot <= int(b or a):
+                        return p
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def calls(self, command: str) -> int:
+        """Calls of ``command`` (e.g. ``spublish``) over every running node."""
+        total = 0
+        for p in self.running():
+            for line in self.cli(p, "INFO", "commandstats").splitlines():
+                if line.startswith(f"cmdstat_{command}:calls="):
+                    total += int(line.split("=", 1)[1].split(",", 1)[0])
+        return total
+
+    def kill9(self, port: int) -> None:
+        proc = self.procs[port]
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def cleanup(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.dir.cleanup()
