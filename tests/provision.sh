@@ -5,13 +5,14 @@
 # run on a provisioned machine takes a few seconds.
 #
 #   tests/provision.sh            # what the full test command needs
-#   tests/provision.sh quick      # only what the quick tier needs (redis-server)
+#   tests/provision.sh quick      # only what the quick tier needs (redis-server, and
+#                                 # the Python environment that checks deploy/k8s)
 #
 # Debian packages (apt-get): redis-server, nginx-light, curl (the end-to-end suites);
-# python3-venv (the Python suite); docker.io, docker-compose, debootstrap, iptables,
-# python3-websockets (the Docker Compose test); chromium, nodejs, npm (the browser
-# tests); gcc (Autobahn builds wsaccel). Into target/ and tests/browser/: the Python
-# suite's virtual environment (tests/python/requirements.txt), the npm packages of
+# python3-venv (the Python suite; both tiers); docker.io, docker-compose, debootstrap,
+# iptables, python3-websockets (the Docker Compose test); chromium, nodejs, npm (the
+# browser tests); gcc (Autobahn builds wsaccel). Into target/ and tests/browser/: the
+# Python suite's virtual environment (tests/python/requirements.txt), the npm packages of
 # tests/browser/package.json, the Autobahn|Testsuite environment
 # (tests/autobahn/run.sh --install-only) and the Docker test's Compose plugin and Debian
 # base tarball (tests/docker/compose_test.sh --prepare-only).
@@ -28,10 +29,10 @@ t0=$SECONDS
 want=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have redis-server || want+=(redis-server)
+python3 -c 'import ensurepip' 2>/dev/null || want+=(python3-venv)
 if [ "$tier" = full ]; then
     have nginx || [ -x /usr/sbin/nginx ] || want+=(nginx-light)
     have curl || want+=(curl)
-    python3 -c 'import ensurepip' 2>/dev/null || want+=(python3-venv)
     have dockerd || want+=(docker.io)
     have docker-compose || want+=(docker-compose)
     have debootstrap || want+=(debootstrap)
@@ -47,13 +48,13 @@ if [ ${#want[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 fi
-[ "$tier" = full ] || { log "done in $((SECONDS - t0))s"; exit 0; }
 
-# --- the Python suite's environment ---------------------------------------------------
+# --- the Python suite's environment (the quick tier runs its deploy/k8s check) ---------
 venv="$root/target/pyenv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 log "Python test environment (tests/python/requirements.txt)"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+[ "$tier" = full ] || { log "done in $((SECONDS - t0))s"; exit 0; }
 
 # --- npm packages of the browser tests ------------------------------------------------
 if [ ! -f tests/browser/node_modules/playwright-core/package.json ] ||

@@ -5,8 +5,9 @@
 #
 #   ./tests/run.sh          # full: every kind of test (about 7 minutes on 2 cores)
 #   ./tests/run.sh quick    # the development loop: fmt, module graph, clippy, build, the
-#                           # Rust tests (unit, broker conformance on memory and Redis,
-#                           # end to end, fuzz corpus replay); under 3 minutes warm
+#                           # Kubernetes manifests (deploy/k8s), the Rust tests (unit,
+#                           # broker conformance on memory and Redis, end to end, fuzz
+#                           # corpus replay); under 3 minutes warm
 #   ./tests/run.sh fuzz     # the long tier: coverage-guided cargo fuzz, FUZZ_SECONDS (60)
 #                           # per target (tests/fuzz/run.sh; its header says more)
 #
@@ -72,6 +73,12 @@ if ! wait "$provision_pid"; then
 fi
 provision_pid=""
 sed 's/^/    /' "$logs/provision.log" | grep -E '\] (apt-get|done)' || true
+
+if [ "$tier" = quick ]; then
+    # The full tier runs this file with the rest of the Python suite.
+    step "Kubernetes manifests (deploy/k8s): schemas, drain and sizing rules, the binary"
+    WSGATE_BIN="$root/target/debug/wsgate" target/pyenv/bin/python -m pytest tests/python/test_k8s_manifests.py -q
+fi
 
 step "Rust: unit, broker conformance (memory and Redis), end to end, fuzz corpus replay"
 if cargo nextest --version >/dev/null 2>&1; then
