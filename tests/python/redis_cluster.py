@@ -107,11 +107,16 @@ class RedisCluster:
             time.sleep(0.05)
 
     def wait_ok(self, timeout: float = 30) -> None:
-        """Every running node says the cluster is ok with every slot served."""
+        """Every running node says the cluster is ok with every slot served, and every
+        replica has finished syncing from its master."""
         def ok() -> bool:
             for p in self.running():
                 info = self.cli(p, "CLUSTER", "INFO")
                 if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
+                    return False
+                repl = self.cli(p, "INFO", "replication")
+                if "role:slave" in repl and ("master_link_status:up" not in repl
+                                             or "master_sync_in_progress:0" not in repl):
                     return False
             return True
         self._until(ok, "the cluster to be ok", timeout)

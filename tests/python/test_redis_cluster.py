@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from typing import Callable
 
 import pytest
 
 from backend_harness import key_flags, publish_broadcast, publish_user, run_backend, say
+from failover import publish_through_failover
 from harness import Gateway, poll
 from redis_cluster import RedisCluster
 
@@ -112,79 +112,13 @@ def test_a_master_killed_under_publishing_loses_no_acknowledged_message(redis_cl
     async def body():
         pub = await n1.connect("pub")
         subs = [await n2.connect("s2"), await n3.connect("s3"), await n1.connect("s1")]
-        await pub.join_first(room)
-        for s in subs:
-            await s.send({"type": "join", "room": room})
-            await s.recv_until("joined")
-        acked: list[tuple[str, str]] = []  # (content, id)
-        refused: list[str] = []
-        killed_at = None
-        restarted = False
-        deadline = time.monotonic() + 90
-        i = 0
-        # Publish one at a time; kill the room's master after 20; bring it back (as a
-        # replica of the promoted one) once refusals were seen; stop after 20 more.
-        while time.monotonic() < deadline:
-            if killed_at is None and len(acked) == 20:
-                await asyncio.to_thread(redis_cluster.kill9, master)
-                killed_at = len(acked)
-            if killed_at is not None and not restarted and refused and await asyncio.to_thread(failed_over):
-                # Back only once its replica took over (an empty master coming back
-                # first would keep its slots, empty: a loss that Redis itself makes).
-                await asyncio.to_thread(redis_cluster.restart, master)
-                restarted = True
-            if restarted and len(acked) >= killed_at + 20:
-                break
-            content = f"m{i}"
-            await pub.send({"type": "message", "room": room, "content": content, "ref": i})
-            while True:
-                f = await pub.recv(timeout=15)
-                if f.get("ref") == i:
-                    break
-            if f["type"] == "ack":
-                acked.append((content, f["id"]))
-            else:
-                assert (f["type"], f["code"]) == ("error", "unavailable"), f
-                refused.append(content)
-                await asyncio.sleep(0.05)
-            i += 1
-        assert killed_at is not None and refused and len(acked) >= killed_at + 20, (len(acked), refused)
-        want = {c for c, _ in acked}
-        resyncs = 0
-        for s in subs:
-            # The subscriber's view of the room, as a client keeps it: live messages
-            # appended in order; on `resync` (the node could not vouch for an exact
-            # refill: it had delivered a message that was refused and then lost with
-            # its master), the room reloaded from history.
-            view: list[dict] = []
-
-            async def everything(s=s, view=view):
-                nonlocal resyncs
-                while not want <= {m["content"] for m in view}:
-                    f = await s.recv(timeout=30)
-                    if f["type"] == "resync":
-                        resyncs += 1
-                        await s.send({"type": "history", "room": room, "limit": 100, "ref": "h"})
-                        live, h = await s.recv_until("history")
-                        view[:] = h["messages"]
-                        for m in live:
-                            if m["type"] == "message" and m["id"] not in {v["id"] for v in view}:
-                                view.append(m)
-                        continue
-                    assert f["type"] in ("message", "presence", "presence_count"), f
-                    if f["type"] == "message" and f["id"] not in {m["id"] for m in view}:
-                        view.append(f)
-                return True
-
-            await asyncio.wait_for(everything(), 60)
-            contents = [m["content"] for m in view]
-            ids = [tuple(int(x) for x in m["id"].split("-")) for m in view]
-            assert ids == sorted(set(ids)), f"out of order or twice: {contents}"
-            assert len(contents) == len(set(contents)), contents
-            assert [c for c in contents if c in want] == [c for c, _ in acked], contents
-            # What else is there was refused (a publish whose answer was lost may have
-            # been stored): never one that was neither.
-            assert set(contents) - want <= set(refused), contents
-        print(f"acked {len(acked)}, refused {len(refused)}, resyncs {resyncs}")
+        await publish_through_failover(
+            pub, subs, room,
+            kill=lambda: redis_cluster.kill9(master),
+            failed_over=failed_over,
+            # Back only once its replica took over (an empty master coming back first
+            # would keep its slots, empty: a loss that Redis itself makes).
+            restart=lambda: redis_cluster.restart(master),
+        )
 
     run_backend(body, timeout=180)
