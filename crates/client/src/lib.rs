@@ -321,6 +321,25 @@ impl Client {
         Ok(pager.finish())
     }
 
+    /// Replaces the session's token without reconnecting; returns the new token's `exp`
+    /// (seconds since the Unix epoch).
+    ///
+    /// # Errors
+    /// [`Error::Server`]: `invalid_field` (the token does not verify), `forbidden`
+    /// (another user's token; a gateway without tokens); as [`Client::recv`].
+    pub async fn refresh(&mut self, token: &str, timeout: Duration) -> Result<u64> {
+        let v = self
+            .request(
+                serde_json::json!({"type": "refresh", "token": token}),
+                "refreshed",
+                timeout,
+            )
+            .await?;
+        v["exp"]
+            .as_u64()
+            .ok_or_else(|| Error::BadFrame("a refreshed without its exp".into()))
+    }
+
     /// Closes the connection normally.
     ///
     /// # Errors

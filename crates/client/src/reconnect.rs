@@ -2,13 +2,18 @@
 //! (or when and where the server asked: a draining node's `reconnect` hint, a 503's
 //! `Retry-After`), queues frames while disconnected, rejoins every room with `since`
 //! and `epoch`, reloads a room in place on `resync` and drops duplicate room frames,
-//! and detects a dead connection with application pings.
+//! detects a dead connection with application pings, and, given a token source
+//! ([`Options::get_token`]), connects with a fresh token each time and refreshes the
+//! session's token in place when the server sends `refresh_needed`.
 //!
 //! - [`resume`]: the per-room position (last id, epoch), duplicates, reloads (pure).
+//! - [`token`]: the token source and the URL of a connection made with a token.
 
 pub mod resume;
+pub mod token;
 
 pub use resume::{compare_ids, parse_id, Resume, Verdict};
+pub use token::{with_token, BoxError, GetToken};
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -36,6 +41,10 @@ pub struct Options {
     pub pong_timeout: Duration,
     /// A connection open this long resets the backoff.
     pub healthy_after: Duration,
+    /// Fresh tokens: asked before every connection (its `token` replaces the URL's)
+    /// and on `refresh_needed` (sent in a `refresh`, the session carries on). A refresh
+    /// that fails, or an expiry (1008), reconnects with a new token instead of stopping.
+    pub get_token: Option<GetToken>,
 }
 
 impl Default for Options {
@@ -48,6 +57,7 @@ impl Default for Options {
             ping_idle: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(10),
             healthy_after: Duration::from_secs(5),
+            get_token: None,
         }
     }
 }
@@ -85,7 +95,12 @@ pub enum Event {
         /// The newest id the reload covers (`None`: the room's history is empty).
         last_id: Option<String>,
     },
-    /// Stopped for good (1008, or the attempt limit), with the reason.
+    /// A token refresh failed (the source failed, or the server refused the token:
+    /// `invalid_field`, `forbidden`), with the reason: the client reconnects with a
+    /// fresh token.
+    RefreshFailed(String),
+    /// Stopped for good (1008 without a token source, or the attempt limit), with the
+    /// reason.
     Closed(String),
 }
 
@@ -167,6 +182,31 @@ pub fn next_delay(asked: Option<Asked>, attempt: u32, o: &Options, r: f64) -> Du
 /// Messages a `resync`'s reload asks for (the server's most for one `history`).
 pub const RELOAD_LIMIT: u32 = 100;
 
+/// The `ref` of the `refresh` frames the client sends itself.
+pub const REFRESH_REF: &str = "token-refresh";
+
+/// How long a token source may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fresh token from `source`, bounded in time.
+async fn fresh_token(source: &GetToken) -> Result<String, String> {
+    match tokio::time::timeout(TOKEN_TIMEOUT, source.get()).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(format!("the token source failed: {e}")),
+        Err(_) => Err("the token source did not answer in time".into()),
+    }
+}
+
+/// The token being fetched for a refresh, once it is there (never, when none is).
+async fn fetched(
+    job: &mut Option<tokio::task::JoinHandle<Result<String, String>>>,
+) -> Result<String, String> {
+    match job {
+        Some(h) => h.await.unwrap_or_else(|e| Err(e.to_string())),
+        None => std::future::pending().await,
+    }
+}
+
 /// A draining node's `reconnect` frame: the delay it asks for, and where to go.
 pub fn hint(frame: &Value) -> Option<(Duration, Option<String>)> {
     if frame["type"] != "reconnect" {
@@ -187,17 +227,35 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
     loop {
         // Set by a draining node's hint or a refusal's Retry-After: the next wait only.
         let mut asked: Option<Asked> = None;
+        let target = match &o.get_token {
+            None => Some(url.clone()),
+            Some(source) => match fresh_token(source).await {
+                Ok(t) => Some(with_token(&url, &t)),
+                Err(why) => {
+                    if events.send(Event::RefreshFailed(why)).await.is_err() {
+                        return;
+                    }
+                    None
+                }
+            },
+        };
         let connected = async {
-            let req = url.as_str().into_client_request()?;
+            let req = target
+                .as_deref()
+                .unwrap_or_default()
+                .into_client_request()?;
             tokio_tungstenite::connect_async(req).await
         };
-        let ws = match tokio::time::timeout(Duration::from_secs(10), connected).await {
-            Ok(Ok((ws, _))) => Some(ws),
-            Ok(Err(e)) => {
-                asked = retry_after(&e).map(Asked::RetryAfter);
-                None
-            }
-            Err(_) => None,
+        let ws = match target {
+            None => None,
+            Some(_) => match tokio::time::timeout(Duration::from_secs(10), connected).await {
+                Ok(Ok((ws, _))) => Some(ws),
+                Ok(Err(e)) => {
+                    asked = retry_after(&e).map(Asked::RetryAfter);
+                    None
+                }
+                Err(_) => None,
+            },
         };
         if let Some(mut ws) = ws {
             let opened = tokio::time::Instant::now();
@@ -217,6 +275,8 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
             }
             let mut last_rx = tokio::time::Instant::now();
             let mut ping_sent: Option<tokio::time::Instant> = None;
+            // A token being fetched for a refresh of this connection.
+            let mut refreshing: Option<tokio::task::JoinHandle<Result<String, String>>> = None;
             let stop: Option<String> = loop {
                 if !ok {
                     break None;
@@ -234,11 +294,36 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
                             break None;
                         }
                     }
+                    got = fetched(&mut refreshing) => {
+                        refreshing = None;
+                        match got {
+                            Ok(t) => {
+                                let frame = json!({"type":"refresh","token":t,"ref":REFRESH_REF});
+                                if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+                                    break None;
+                                }
+                            }
+                            Err(why) => {
+                                let _ = events.send(Event::RefreshFailed(why)).await;
+                                break None;
+                            }
+                        }
+                    }
                     msg = ws.next() => match msg {
                         Some(Ok(Message::Text(t))) => {
                             last_rx = tokio::time::Instant::now();
                             ping_sent = None;
                             let Ok(mut v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                            if v["type"] == "refresh_needed" && refreshing.is_none() {
+                                if let Some(source) = o.get_token.clone() {
+                                    refreshing = Some(tokio::spawn(async move { fresh_token(&source).await }));
+                                }
+                            }
+                            if v["type"] == "error" && v["ref"] == REFRESH_REF {
+                                let why = format!("refresh refused: {}: {}", v["code"].as_str().unwrap_or_default(), v["message"].as_str().unwrap_or_default());
+                                let _ = events.send(Event::RefreshFailed(why)).await;
+                                break None;
+                            }
                             resume.reloaded(&mut v);
                             if resume.on_received(&v) == Verdict::Duplicate {
                                 continue;
@@ -267,7 +352,7 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
                         }
                         Some(Ok(Message::Close(frame))) => {
                             let code = frame.map(|f| u16::from(f.code));
-                            if code == Some(1008) {
+                            if code == Some(1008) && o.get_token.is_none() {
                                 break Some("closed by the server with 1008 (policy)".into());
                             }
                             break None;
@@ -288,6 +373,9 @@ async fn run(url: String, o: Options, mut rx: mpsc::Receiver<Value>, events: mps
                     }
                 }
             };
+            if let Some(job) = refreshing {
+                job.abort();
+            }
             if let Some(reason) = stop {
                 let _ = events.send(Event::Closed(reason)).await;
                 return;

@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 use wsgate_protocol::client::{
     parse, valid_notification_id, ClientFrame, Command, ParseLimits, MAX_CURSOR_LEN,
-    MAX_HISTORY_LIMIT, MAX_MARK_READ_IDS, MAX_MEMBERS_LIMIT,
+    MAX_HISTORY_LIMIT, MAX_MARK_READ_IDS, MAX_MEMBERS_LIMIT, MAX_TOKEN_BYTES,
 };
 use wsgate_protocol::names;
 use wsgate_protocol::server::{frame_type, ServerFrame};
@@ -118,6 +118,9 @@ fn accepted(frame: &ClientFrame, json: Option<&Map<String, Value>>, limits: &Par
                     "{c:?}"
                 );
             }
+        }
+        Command::Refresh { token } => {
+            assert!(!token.is_empty() && token.len() <= MAX_TOKEN_BYTES);
         }
         Command::MarkRead { ids } => {
             if let Some(ids) = ids {

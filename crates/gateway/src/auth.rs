@@ -242,28 +242,50 @@ impl Authenticator {
             .or_else(|| authorization.and_then(bearer))
             .filter(|t| !t.is_empty())
             .ok_or(Refusal::new(AuthError::Missing, "no token"))?;
-        let c = tokens.verify(token)?;
-        if !names::valid_user_id(&c.sub) {
-            return Err(Refusal::new(AuthError::Invalid, "unusable sub"));
-        }
-        let username = c
-            .name
-            .filter(|n| names::valid_username(n))
-            .unwrap_or_else(|| c.sub.clone());
-        // An `exp` past what the clock can represent is refused, not a panic (found by
-        // fuzzing).
-        let expires_at = UNIX_EPOCH
-            .checked_add(Duration::from_secs(c.exp))
-            .ok_or(Refusal::new(AuthError::Invalid, "exp out of range"))?;
-        Ok(Identity {
-            user: Member {
-                user_id: c.sub,
-                username,
-            },
-            grants: Some(c.rooms.unwrap_or_default()),
-            expires_at: Some(expires_at),
+        token_identity(tokens, token)
+    }
+
+    /// The identity `token` gives, checked exactly as a handshake's token is (the same
+    /// keys, algorithms and claim rules, and one key set refresh for an unknown `kid`):
+    /// what a session's `refresh` offers. `None` in development mode, where there is
+    /// nothing to check a token with.
+    pub async fn verify_refreshing(&self, token: &str) -> Option<Result<Identity, AuthError>> {
+        let tokens = self.tokens.as_ref()?;
+        Some(match token_identity(tokens, token) {
+            Err(r) if r.error == AuthError::UnknownKey => {
+                if let Some(jwks) = &tokens.jwks {
+                    jwks.refresh_for_unknown_key().await;
+                }
+                token_identity(tokens, token).map_err(log_refusal)
+            }
+            other => other.map_err(log_refusal),
         })
     }
+}
+
+/// The identity a token gives, if it is good now with the keys at hand.
+fn token_identity(tokens: &Tokens, token: &str) -> Result<Identity, Refusal> {
+    let c = tokens.verify(token)?;
+    if !names::valid_user_id(&c.sub) {
+        return Err(Refusal::new(AuthError::Invalid, "unusable sub"));
+    }
+    let username = c
+        .name
+        .filter(|n| names::valid_username(n))
+        .unwrap_or_else(|| c.sub.clone());
+    // An `exp` past what the clock can represent is refused, not a panic (found by
+    // fuzzing).
+    let expires_at = UNIX_EPOCH
+        .checked_add(Duration::from_secs(c.exp))
+        .ok_or(Refusal::new(AuthError::Invalid, "exp out of range"))?;
+    Ok(Identity {
+        user: Member {
+            user_id: c.sub,
+            username,
+        },
+        grants: Some(c.rooms.unwrap_or_default()),
+        expires_at: Some(expires_at),
+    })
 }
 
 /// Logs why a token was refused (never the token), and gives the answer.

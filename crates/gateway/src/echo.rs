@@ -56,7 +56,7 @@ where
                     heartbeat: Duration::from_millis(node.config.heartbeat_ms),
                     last_seen: last_seen.clone(),
                     epoch,
-                    expires_at: None,
+                    expiry: None,
                     drain_timeout: Duration::from_millis(node.config.shutdown_timeout_ms),
                     write_timeout: Duration::from_millis(node.config.write_timeout_ms),
                     max_out_frame: node.config.max_out_frame(),

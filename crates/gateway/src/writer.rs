@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Sink, SinkExt};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -20,6 +20,8 @@ use crate::queue::{Outbound, Queue};
 
 mod burst;
 use burst::Burst;
+pub mod expiry;
+use expiry::{Due, Expiry, ExpiryTimer};
 
 /// How long the close frame may take to go out. A slow consumer's close frame sits
 /// behind everything already in the socket buffers, so it goes out only once the
@@ -38,8 +40,9 @@ pub struct WriterParams {
     pub last_seen: Arc<AtomicU64>,
     /// The reference point of `last_seen`.
     pub epoch: Instant,
-    /// When the session's token expires (closed with 1008 then).
-    pub expires_at: Option<SystemTime>,
+    /// When the session's token expires (`refresh_needed` ahead of it, closed with
+    /// 1008 at it); moved by a `refresh`.
+    pub expiry: Option<Arc<Expiry>>,
     /// Deadline for draining the queue at shutdown.
     pub drain_timeout: Duration,
     /// A write (a burst, a ping) that takes longer closes the session as a slow
@@ -88,16 +91,8 @@ where
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + p.heartbeat, p.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut expiry = p.expires_at.map(|at| {
-        // Capped: a token valid for centuries must not overflow the timer.
-        let left = at
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO)
-            .min(Duration::from_secs(365 * 24 * 3600));
-        // Armed once, boxed: a fresh sleep per loop turn would register a timer
-        // on every burst, and an idle writer without a token carries no timer.
-        Box::pin(tokio::time::sleep_until(tokio::time::Instant::now() + left))
-    });
+    // Boxed: an idle writer without a token carries no timer.
+    let mut expiry = p.expiry.clone().map(|e| Box::new(ExpiryTimer::new(e)));
     let token = p.control.token.clone();
     // Created once: a fresh `cancelled()` future per loop turn costs a lock and a
     // registration with the token on every burst.
@@ -241,10 +236,17 @@ where
                     }
                 }
             }
-            _ = expired(&mut expiry) => {
-                p.control.close(CloseCode::Policy);
-                break;
-            }
+            due = expiry::due(&mut expiry) => match due {
+                Due::Notice(exp) => {
+                    if let Some(e) = &p.expiry {
+                        expiry::queue_notice(e, &p.queue, &p.control, exp);
+                    }
+                }
+                Due::Expired => {
+                    p.control.close(CloseCode::Policy);
+                    break;
+                }
+            },
         }
     }
     drop(batch);
@@ -302,13 +304,6 @@ fn peer_closed(e: &WsError) -> bool {
         e,
         WsError::Protocol(ProtocolError::SendAfterClosing) | WsError::AlreadyClosed
     )
-}
-
-async fn expired(at: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
-    match at {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Writes what the end of the session calls for, then the close frame.
@@ -406,7 +401,7 @@ mod tests {
             heartbeat: Duration::from_secs(60),
             last_seen: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
-            expires_at: None,
+            expiry: None,
             drain_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(10),
             max_out_frame: 1 << 20,

@@ -11,8 +11,8 @@ export function backoffDelay(attempt: number, opts?: { base?: number; cap?: numb
 export function parseId(id: unknown): [number, number] | null;
 /** Numeric comparison of two message ids (<0, 0, >0). */
 export function compareIds(a: string, b: string): number;
-/** What a close means: 'stop' for 1008 after a welcome, 'reconnect' for anything else. */
-export function closeAction(code: number, opened: boolean): 'reconnect' | 'stop';
+/** What a close means: 'stop' for 1008 after a welcome (unless `renewable`: the client has getToken), 'reconnect' for anything else. */
+export function closeAction(code: number, opened: boolean, opts?: { renewable?: boolean }): 'reconnect' | 'stop';
 export const TERMINAL_CLOSE_CODES: Set<number>;
 
 /** A bounded FIFO; `push` refuses (returns false) the newest item when full. */
@@ -108,7 +108,7 @@ export type ErrorCode =
   | 'room_full' | 'too_many_rooms' | 'rate_limited' | 'unavailable'
   // the client's own:
   | 'queue_full' | 'timeout' | 'disconnected' | 'closed' | 'offline' | 'auth'
-  | 'connect_failed' | 'token' | 'cursor_loop';
+  | 'connect_failed' | 'token' | 'refresh_failed' | 'cursor_loop';
 
 export class WsgateError extends Error {
   code: ErrorCode | string;
@@ -148,7 +148,12 @@ export interface Joined {
   presence: PresenceMode;
   last_id: string | null; epoch: string; recovered: boolean;
 }
-export interface Left { type: 'left'; room: string }
+/** Answer to `leave`; or unprompted (`reason: 'revoked'`): a refreshed token no longer grants the room. */
+export interface Left { type: 'left'; room: string; reason?: 'revoked' | string }
+/** The session's token expires at `exp` (seconds since the epoch): refresh before then. */
+export interface RefreshNeeded { type: 'refresh_needed'; exp: number }
+/** Answer to `refresh`: the session holds the new token, expiring at `exp`. */
+export interface Refreshed { type: 'refreshed'; ref?: string | number; exp: number }
 export interface Ack { type: 'ack'; ref: string | number; room?: string; id: string }
 export interface History { type: 'history'; room: string; messages: RoomFrame[]; more?: boolean }
 export interface Notification {
@@ -234,8 +239,14 @@ export interface ClientEvents {
   resync: ResyncEvent;
   /** The server sent `reconnect` (it is draining): when and where the next attempt goes. */
   reconnect_hint: ReconnectHintEvent;
-  /** Closed with 1008 (token expired, kicked): the client stopped. */
+  /** Closed with 1008 (token expired, kicked) and no getToken: the client stopped. */
   auth: { code: number; reason: string };
+  /** The token expires soon; with getToken the client refreshes it by itself. */
+  refresh_needed: RefreshNeeded;
+  /** The session holds a new token (an automatic refresh, or `refresh()`). */
+  refreshed: Refreshed;
+  /** The server took the session out of a room (`reason: 'revoked'`); the client forgot it. */
+  left: Left;
   error: WsgateError;
   close: { code: number; reason: string; opened: boolean };
   /** Every frame received, before it is dispatched. */
@@ -245,6 +256,13 @@ export interface ClientEvents {
 export interface ClientOptions {
   /** A JWT, or a function returning one (called before every connection attempt). */
   token?: string | null | (() => string | Promise<string>);
+  /**
+   * A fresh token: asked for the first connect (when `token` is not given), on every
+   * reconnect, and on `refresh_needed` (the session then takes it with `refresh`,
+   * without reconnecting; if that fails it reconnects with another). With it, a 1008
+   * close (expired) reconnects instead of stopping.
+   */
+  getToken?: (() => string | Promise<string>) | null;
   /** Development mode identity (`?user_id=&username=`). */
   userId?: string | null;
   username?: string | null;
@@ -296,6 +314,8 @@ export class Client {
   notifications(opts?: { limit?: number; before?: string; unread_only?: boolean }): Promise<Notifications>;
   markRead(ids: string[] | 'all'): Promise<MarkedRead>;
   ping(): Promise<{ type: 'pong' }>;
+  /** Replaces the session's token without reconnecting (`token`, or one from getToken). */
+  refresh(token?: string): Promise<Refreshed>;
   restore(rooms?: { room: string; last_id: string | null; epoch: string }[]): Promise<Joined[]>;
   request<T = unknown>(frame: { type: string; [k: string]: unknown }, opts?: { queue?: boolean; onSend?: () => void; onAnswer?: (frame: T) => unknown }): Promise<T>;
 }

@@ -7,6 +7,9 @@
 //   await client.join('lobby');
 //   await client.send('lobby', 'hello');
 //   client.memberState('lobby');             // {membersCount, presenceMode, members, membersComplete}
+//   // With tokens: getToken is asked at connect, before the token expires (the client
+//   // refreshes the session without reconnecting) and at every reconnect.
+//   new Client('/ws', { getToken: async () => (await fetch('/my-token')).text() });
 //   await client.loadAllMembers('lobby');    // pages `members` to the end (bounded by max)
 //
 // Protocol: docs/protocol.md (version 1). Documentation: docs/clients.md.
@@ -401,7 +404,7 @@ export async function collectMembers(fetchPage, opts = {}) {
 }
 
 /** Frame types that answer a request carrying `ref`. */
-const ANSWERS = new Set(['joined', 'left', 'ack', 'history', 'pong', 'notifications', 'marked_read', 'members', 'error']);
+const ANSWERS = new Set(['joined', 'left', 'ack', 'history', 'pong', 'notifications', 'marked_read', 'members', 'refreshed', 'error']);
 
 /** Close codes after which the client does not reconnect by itself. */
 export const TERMINAL_CLOSE_CODES = new Set([1008]);
@@ -418,11 +421,12 @@ export class WsgateError extends Error {
 
 /**
  * Decides what a close means. `opened` tells whether a `welcome` was received on that
- * connection. Returns 'reconnect' or 'stop'.
+ * connection; `renewable`, whether the client can get a fresh token (`getToken`): then
+ * an expired session (1008) reconnects with a new one. Returns 'reconnect' or 'stop'.
  */
-export function closeAction(code, opened) {
+export function closeAction(code, opened, { renewable = false } = {}) {
   if (!opened) return 'reconnect'; // a refused handshake (401, 503, network): retry
-  if (TERMINAL_CLOSE_CODES.has(code)) return 'stop';
+  if (TERMINAL_CLOSE_CODES.has(code) && !renewable) return 'stop';
   return 'reconnect';
 }
 
@@ -436,6 +440,7 @@ export class Client {
     this.url = url;
     this.opts = {
       token: null,
+      getToken: null,
       userId: null,
       username: null,
       WebSocket: null,
@@ -474,6 +479,8 @@ export class Client {
     this.timers = { retry: null, heartbeat: null, pong: null, connect: null };
     this.retryAt = 0;
     this.hint = null;          // a draining node's `reconnect`: {delayMs, url}
+    this.tokenGiven = false;   // `token` was used once (getToken serves every later connect)
+    this.refreshing = null;    // the socket whose automatic refresh is under way
     this.stopped = false;
     // Deferred, so that listeners added right after `new Client()` see 'connecting'.
     if (this.opts.autoConnect) queueMicrotask(() => { if (this.state === 'idle') this.connect(); });
@@ -511,7 +518,10 @@ export class Client {
     if (u.protocol === 'http:') u.protocol = 'ws:';
     if (u.protocol === 'https:') u.protocol = 'wss:';
     let token = this.opts.token;
-    if (typeof token === 'function') token = await token();
+    // getToken: for the first connect when no token was given, and for every reconnect.
+    if (this.opts.getToken && (token === null || token === undefined || this.tokenGiven)) token = await this.opts.getToken();
+    else if (typeof token === 'function') token = await token();
+    this.tokenGiven = true;
     if (token) u.searchParams.set('token', token);
     if (this.opts.userId) u.searchParams.set('user_id', this.opts.userId);
     if (this.opts.username) u.searchParams.set('username', this.opts.username);
@@ -617,7 +627,7 @@ export class Client {
       this.failures += 1;
       this.emit('error', new WsgateError('connect_failed', `connection failed before welcome (${this.failures} in a row)`));
     }
-    if (closeAction(code, opened) === 'stop') {
+    if (closeAction(code, opened, { renewable: !!this.opts.getToken }) === 'stop') {
       this.stopped = true;
       this.failAll(new WsgateError('auth', reason || 'policy violation'), true);
       this.emit('auth', { code, reason });
@@ -662,6 +672,43 @@ export class Client {
     for (const item of this.queue.drain()) this.transmit(item);
     this.setState('open', { welcome: frame });
     this.armHeartbeat();
+  }
+
+  // ---- token refresh ---------------------------------------------------------------
+
+  /**
+   * The server said the token expires soon: a fresh one from getToken replaces it on
+   * this connection. When that fails (getToken throws, or the server refuses the
+   * token), the connection is dropped and the reconnect asks getToken again.
+   */
+  autoRefresh() {
+    const ws = this.ws;
+    if (!this.opts.getToken || !ws || this.refreshing === ws) return;
+    this.refreshing = ws;
+    this.refresh().then(
+      () => { if (this.refreshing === ws) this.refreshing = null; },
+      (e) => {
+        if (this.refreshing === ws) this.refreshing = null;
+        if (this.ws !== ws) return; // that connection is gone: the reconnect gets a fresh token anyway
+        this.emit('error', new WsgateError('refresh_failed', `token refresh failed (${e?.code || 'token'}): ${e?.message || e}`, e?.frame));
+        this.dropSocket(ws, 4001, 'token refresh failed');
+      },
+    );
+  }
+
+  /**
+   * Replaces the session's token without reconnecting: `token`, or a fresh one from
+   * getToken. Resolves with `refreshed` ({exp}); rejects with the server's error
+   * (`invalid_field`: the token does not verify; `forbidden`: another user's token,
+   * or a gateway without tokens), `offline`, or `token` (getToken failed).
+   */
+  async refresh(token) {
+    let t = token;
+    if (t === undefined) {
+      if (!this.opts.getToken) throw new WsgateError('token', 'no token given and no getToken option');
+      try { t = await this.opts.getToken(); } catch (e) { throw new WsgateError('token', `getToken failed: ${e?.message || e}`); }
+    }
+    return this.request({ type: 'refresh', token: t }, { queue: false });
   }
 
   /** Rejoins the rooms of `welcome.restore` (for a page that lost its memory). */
@@ -713,7 +760,7 @@ export class Client {
       const applied = t !== 'error' && p.onAnswer ? p.onAnswer(frame) : null;
       if (t === 'error') p.reject(new WsgateError(frame.code, frame.message, frame));
       else p.resolve(frame);
-      if (t === 'marked_read' || t === 'notifications' || t === 'members') this.emit(t, frame);
+      if (t === 'marked_read' || t === 'notifications' || t === 'members' || t === 'refreshed') this.emit(t, frame);
       if (applied) this.emitRoster(frame.room, t, applied);
       if (t !== 'joined' && t !== 'error') return;
     }
@@ -758,6 +805,21 @@ export class Client {
       }
       case 'pong': break;
       case 'resync': this.onResync(frame); break;
+      case 'left': {
+        // Unprompted: the server took the session out of the room (a refreshed token
+        // no longer grants it): forgotten, not rejoined.
+        this.tracker.remove(frame.room);
+        if (this.roster.has(frame.room)) {
+          this.roster.remove(frame.room);
+          this.emit('roster', { room: frame.room, reason: 'left', state: null, completed: false });
+        }
+        this.emit(t, frame);
+        break;
+      }
+      case 'refresh_needed':
+        this.emit(t, frame);
+        this.autoRefresh();
+        break;
       case 'reconnect':
         // The node is draining: the close (1001) follows; come back as it says.
         this.hint = { delayMs: Math.max(0, Number(frame.delay_ms) || 0), url: typeof frame.url === 'string' ? frame.url : null };

@@ -18,6 +18,10 @@ pub const MAX_MEMBERS_LIMIT: usize = 1000;
 pub const DEFAULT_MEMBERS_LIMIT: usize = 100;
 /// Longest `cursor` of a `members` request (cursors are opaque and made by the server).
 pub const MAX_CURSOR_LEN: usize = 200;
+/// Longest `token` of a `refresh`, in bytes: more than any real JWT (an RS256 token
+/// with a long `rooms` claim is a few KiB), as an HTTP request line would bound the
+/// token of a handshake.
+pub const MAX_TOKEN_BYTES: usize = 8192;
 
 /// Limits that depend on the server's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +111,11 @@ pub enum Command {
         /// The ids; `None` means all.
         ids: Option<Vec<String>>,
     },
+    /// Replaces the session's token without reconnecting.
+    Refresh {
+        /// The new token (1 to [`MAX_TOKEN_BYTES`] bytes; verified by the gateway).
+        token: String,
+    },
 }
 
 /// Most ids one `mark_read` may list.
@@ -126,6 +135,7 @@ impl Command {
             Command::Notifications { .. } => "notifications",
             Command::MarkRead { .. } => "mark_read",
             Command::Members { .. } => "members",
+            Command::Refresh { .. } => "refresh",
         }
     }
 }
@@ -272,6 +282,17 @@ fn command(obj: &Map<String, Value>, limits: &ParseLimits) -> Result<Command, Fr
                 }
                 (None | Some(Value::Null), Some(Value::Bool(true))) => None,
                 _ => return Err(FrameError::invalid("give either ids:[…] or all:true")),
+            },
+        },
+        "refresh" => Command::Refresh {
+            token: match req_str(obj, "token")? {
+                "" => return Err(FrameError::invalid("token is empty")),
+                t if t.len() > MAX_TOKEN_BYTES => {
+                    return Err(FrameError::invalid(format!(
+                        "token is longer than {MAX_TOKEN_BYTES} bytes"
+                    )))
+                }
+                t => t.to_owned(),
             },
         },
         _ => return Err(FrameError::new(ErrorCode::UnknownType, "unknown type")),

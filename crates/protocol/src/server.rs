@@ -148,11 +148,14 @@ pub enum ServerFrame {
         epoch: String,
         recovered: bool,
     },
-    /// Answer to `leave`.
+    /// Answer to `leave`; or, unprompted, the session was taken out of the room
+    /// (`reason`: `revoked`, a refreshed token no longer grants it).
     Left {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Value>,
         room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A chat message in a room.
     Message {
@@ -273,6 +276,15 @@ pub enum ServerFrame {
     /// (SSE) The stream's token expired: the stream ends here (WebSocket sessions are
     /// closed with 1008 instead).
     Expired {},
+    /// The session's token expires at `exp` (seconds since the Unix epoch): send
+    /// `refresh` with a new one before then. Sent once per token.
+    RefreshNeeded { exp: u64 },
+    /// Answer to `refresh`: the session now holds the new token, which expires at `exp`.
+    Refreshed {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+        exp: u64,
+    },
     /// A frame could not be served.
     Error {
         code: ErrorCode,

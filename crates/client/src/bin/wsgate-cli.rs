@@ -8,14 +8,19 @@
 //! wsgate-cli direct USER TEXT            send a direct message
 //! wsgate-cli members ROOM [--limit N]    list a room's members (pages to the end)
 //! ```
+//!
+//! Tokens: `--token JWT`, or `--token-file PATH`, read again before every connection
+//! and when the gateway asks for a refresh (`tail` then follows the file's renewals
+//! without reconnecting).
 
 use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use wsgate_client::reconnect::{compare_ids, Event, Options, Reconnecting};
+use wsgate_client::reconnect::{compare_ids, Event, GetToken, Options, Reconnecting};
 use wsgate_client::Client;
 
 #[derive(Parser)]
@@ -27,6 +32,10 @@ struct Cli {
     /// A token (when the gateway requires them).
     #[arg(long, env = "WSGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the token, read before every connection and refresh (keep it
+    /// current, and `tail` takes each new token without reconnecting).
+    #[arg(long, env = "WSGATE_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// Development identity: user id.
     #[arg(long, default_value = "cli")]
     user_id: String,
@@ -82,11 +91,22 @@ enum Command {
     },
 }
 
-fn url(cli: &Cli) -> String {
+/// The token in `path` (surrounding white space trimmed).
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--token-file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("--token-file {} is empty", path.display());
+    }
+    Ok(token.to_owned())
+}
+
+fn url(cli: &Cli, token: Option<&str>) -> String {
     let sep = if cli.url.contains('?') { '&' } else { '?' };
     let mut q = Vec::new();
-    if let Some(t) = &cli.token {
-        q.push(format!("token={t}"));
+    if let Some(t) = token {
+        q.push(format!("token={}", enc(t)));
     } else {
         q.push(format!("user_id={}", enc(&cli.user_id)));
         if let Some(n) = &cli.username {
@@ -148,7 +168,12 @@ async fn acked(c: &mut Client, frame: Value) -> anyhow::Result<Value> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let url = url(&cli);
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(read_token(path)?),
+        (None, None) => None,
+    };
+    let url = url(&cli, token.as_deref());
     match &cli.command {
         Command::Connect | Command::Join { .. } => {
             let mut c = Client::connect(&url).await.context("connect")?;
@@ -207,7 +232,21 @@ async fn main() -> anyhow::Result<()> {
             let _ = c.close().await;
         }
         Command::Tail { room, json } => {
-            let mut c = Reconnecting::start(&url, Options::default());
+            let get_token = cli.token_file.clone().map(|path| {
+                GetToken::new(move || {
+                    let path = path.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || read_token(&path))
+                            .await?
+                            .map_err(Into::into)
+                    }
+                })
+            });
+            let options = Options {
+                get_token,
+                ..Options::default()
+            };
+            let mut c = Reconnecting::start(&url, options);
             c.send(json!({"type":"join","room":room}))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let print = |f: &Value| {
@@ -257,6 +296,9 @@ async fn main() -> anyhow::Result<()> {
                         );
                         new_epoch = epoch.as_deref() != Some(e.as_str());
                         epoch = Some(e);
+                    }
+                    Event::RefreshFailed(why) => {
+                        eprintln!("wsgate-cli: token refresh failed ({why}); reconnecting")
                     }
                     Event::Closed(why) => bail!("{why}"),
                 }

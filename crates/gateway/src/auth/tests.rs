@@ -252,3 +252,43 @@ fn a_key_set_not_fetched_yet_knows_no_key() {
     );
     assert!(!from_flags(&[]).requires_token());
 }
+
+#[tokio::test]
+async fn a_refresh_token_is_checked_as_a_handshake_token_is() {
+    let auth = Authenticator::new(Some("s3cret"), Some("issuer"), None);
+    let exp = now() + 90;
+    let good = token(
+        json!({"sub":"alice","exp":exp,"iss":"issuer","rooms":["private:a"]}),
+        "s3cret",
+    );
+    let id = auth.verify_refreshing(&good).await.unwrap().unwrap();
+    assert_eq!(id.user.user_id, "alice");
+    assert_eq!(id.expires_at, Some(UNIX_EPOCH + Duration::from_secs(exp)));
+    assert!(id.may_enter("private:a", true));
+    for (bad, why) in [
+        (
+            token(
+                json!({"sub":"alice","exp":now()-1,"iss":"issuer"}),
+                "s3cret",
+            ),
+            AuthError::Expired,
+        ),
+        (
+            token(json!({"sub":"alice","exp":exp,"iss":"issuer"}), "other"),
+            AuthError::Invalid,
+        ),
+        (
+            token(json!({"sub":"alice","exp":exp,"iss":"elsewhere"}), "s3cret"),
+            AuthError::Invalid,
+        ),
+        ("not a token".to_owned(), AuthError::Invalid),
+    ] {
+        assert_eq!(
+            auth.verify_refreshing(&bad).await.unwrap().unwrap_err(),
+            why
+        );
+    }
+    // Development mode has no keys to check a token with.
+    let dev = Authenticator::new(None, None, None);
+    assert!(dev.verify_refreshing(&good).await.is_none());
+}

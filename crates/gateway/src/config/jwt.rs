@@ -7,6 +7,8 @@ use std::path::PathBuf;
 const MIN_REFRESH_BOUNDS: (u64, u64) = (1, 3600);
 /// Most `--jwks-refresh-s`: a day.
 const MAX_REFRESH_S: u64 = 86_400;
+/// Most `--refresh-notice-s`: a day.
+const MAX_REFRESH_NOTICE_S: u64 = 86_400;
 
 /// How client tokens are verified. With none of `--jwt-secret`, `--jwt-public-key` and
 /// `--jwks-url`, the node runs in development mode (no tokens).
@@ -46,6 +48,12 @@ pub struct JwtArgs {
     /// unset, a token's `aud` is not checked.
     #[arg(long, env = "WSGATE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+
+    /// A WebSocket session is sent `refresh_needed` this many seconds before its token
+    /// expires (once per token; at once when less is left), so that it can `refresh`
+    /// without reconnecting; 0: never.
+    #[arg(long, env = "WSGATE_REFRESH_NOTICE_S", default_value_t = 30)]
+    pub refresh_notice_s: u64,
 }
 
 impl JwtArgs {
@@ -86,6 +94,11 @@ impl JwtArgs {
         if self.jwks_refresh_s < self.jwks_min_refresh_s || self.jwks_refresh_s > MAX_REFRESH_S {
             return Err(format!(
                 "--jwks-refresh-s must be between --jwks-min-refresh-s and {MAX_REFRESH_S}"
+            ));
+        }
+        if self.refresh_notice_s > MAX_REFRESH_NOTICE_S {
+            return Err(format!(
+                "--refresh-notice-s must be at most {MAX_REFRESH_NOTICE_S} (a day; 0: no notice)"
             ));
         }
         Ok(())

@@ -5,12 +5,13 @@
 //!
 //! The commands, one group per file: [`rooms`] (join, leave, typing, presence),
 //! [`messages`] (message, direct, history), [`inbox`] (notifications, mark read, the
-//! state saved for the next `welcome`).
+//! state saved for the next `welcome`), [`refresh`] (a new token without reconnecting).
 
 mod inbox;
 mod joined;
 mod messages;
 mod publishing;
+mod refresh;
 mod rooms;
 
 use std::collections::HashSet;
@@ -94,6 +95,7 @@ async fn run_split<Si, St>(
         let mut session = Session {
             node: node.clone(),
             session: session_ref,
+            expiry: refresh::expiry_of(&node, &identity),
             identity,
             handle: handle.clone(),
             rooms: joined::Joined::default(),
@@ -123,7 +125,7 @@ async fn run_split<Si, St>(
                 heartbeat: Duration::from_millis(node.config.heartbeat_ms),
                 last_seen: last_seen.clone(),
                 epoch,
-                expires_at: session.identity.expires_at,
+                expiry: session.expiry.clone(),
                 drain_timeout: Duration::from_millis(node.config.shutdown_timeout_ms),
                 write_timeout: Duration::from_millis(node.config.write_timeout_ms),
                 max_out_frame: node.config.max_out_frame(),
@@ -164,6 +166,8 @@ struct Session {
     node: Arc<Node>,
     /// Who is connected, and with which grants.
     identity: Identity,
+    /// When its token expires, shared with the writer (`None`: development mode).
+    expiry: Option<Arc<crate::writer::expiry::Expiry>>,
     /// The session as presence records it.
     session: SessionRef,
     /// The session as the hub sees it.
@@ -382,6 +386,7 @@ impl Session {
                 cursor,
                 limit,
             } => self.members(room, cursor, limit, r).await,
+            Command::Refresh { token } => self.refresh(token, r).await,
             Command::Ping => {
                 self.send(&ServerFrame::Pong { reference: r }, "pong");
                 Ok(())

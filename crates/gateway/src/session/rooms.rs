@@ -292,7 +292,14 @@ impl Session {
             return Err(FrameError::new(ErrorCode::NotMember, "not in this room"));
         }
         self.leave_room(&room, false).await;
-        self.send(&ServerFrame::Left { reference, room }, "left");
+        self.send(
+            &ServerFrame::Left {
+                reference,
+                room,
+                reason: None,
+            },
+            "left",
+        );
         Ok(())
     }
 

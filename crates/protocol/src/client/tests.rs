@@ -183,3 +183,32 @@ fn content_limit_counts_utf8_bytes() {
     )
     .is_err());
 }
+
+#[test]
+fn refresh_carries_one_bounded_token() {
+    // The token is opaque to the parser (the gateway verifies it), and not held to the
+    // content limit: a token is longer than the 10 bytes of these tests' messages.
+    let long = "t".repeat(MAX_TOKEN_BYTES);
+    assert_eq!(
+        ok(json!({"type":"refresh","token":long,"ref":"r1"})),
+        ClientFrame {
+            reference: Some(json!("r1")),
+            command: Command::Refresh { token: long }
+        }
+    );
+    assert_eq!(
+        ok(json!({"type":"refresh","token":"a.b.c"})).command.kind(),
+        "refresh"
+    );
+    for bad in [
+        json!({"type":"refresh","ref":7}),
+        json!({"type":"refresh","token":"","ref":7}),
+        json!({"type":"refresh","token":5,"ref":7}),
+        json!({"type":"refresh","token":["a.b.c"],"ref":7}),
+        json!({"type":"refresh","token":"t".repeat(MAX_TOKEN_BYTES + 1),"ref":7}),
+    ] {
+        let e = parse(&bad.to_string(), &LIMITS).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField, "{bad:.60}");
+        assert_eq!(e.reference, Some(json!(7)), "{bad:.60}");
+    }
+}

@@ -142,3 +142,48 @@ fn resync_and_reconnect_frames() {
         ServerFrame::Reconnect { url: Some(_), .. }
     ));
 }
+
+#[test]
+fn refresh_frames_encode_with_their_type_first() {
+    let needed = ServerFrame::RefreshNeeded { exp: 1_767_225_600 }.encode();
+    assert_eq!(needed, r#"{"type":"refresh_needed","exp":1767225600}"#);
+    assert_eq!(frame_type(&needed), Some("refresh_needed"));
+    let refreshed = ServerFrame::Refreshed {
+        reference: Some(json!("r1")),
+        exp: 1_767_229_200,
+    }
+    .encode();
+    assert_eq!(
+        refreshed,
+        r#"{"type":"refreshed","ref":"r1","exp":1767229200}"#
+    );
+    let plain = ServerFrame::Refreshed {
+        reference: None,
+        exp: 5,
+    };
+    assert_eq!(plain.encode(), r#"{"type":"refreshed","exp":5}"#);
+    // A client reads them back as the typed frames.
+    assert!(matches!(
+        serde_json::from_str::<ServerFrame>(&refreshed).unwrap(),
+        ServerFrame::Refreshed {
+            exp: 1_767_229_200,
+            reference: Some(_)
+        }
+    ));
+    // A room taken away by a refresh says why; an answer to `leave` does not.
+    let revoked = ServerFrame::Left {
+        reference: None,
+        room: "private:ops".into(),
+        reason: Some("revoked".into()),
+    };
+    assert_eq!(
+        revoked.encode(),
+        r#"{"type":"left","room":"private:ops","reason":"revoked"}"#
+    );
+    let answer = ServerFrame::Left {
+        reference: Some(json!(3)),
+        room: "a".into(),
+        reason: None,
+    };
+    assert_eq!(answer.encode(), r#"{"type":"left","ref":3,"room":"a"}"#);
+}
