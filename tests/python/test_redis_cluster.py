@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from backend_harness import key_flags, publish_broadcast, publish_user, run_backend, say
+from backend_harness import api, key_flags, publish_broadcast, publish_user, run_backend, say
 from failover import publish_through_failover
 from harness import Gateway, poll
 from redis_cluster import RedisCluster
@@ -120,5 +120,12 @@ def test_a_master_killed_under_publishing_loses_no_acknowledged_message(redis_cl
             # would keep its slots, empty: a loss that Redis itself makes).
             restart=lambda: redis_cluster.restart(master),
         )
+        # A keyed API publish waits for the replica too, and its retry through another
+        # node is the first answer.
+        body = {"room": room, "data": {"x": 1}, "idempotency_key": "k1"}
+        first = await api(n2, "POST", "/api/publish", body)
+        again = await api(n3, "POST", "/api/publish", body)
+        assert first.status == again.status == 200, (first.body, again.body)
+        assert again.body["id"] == first.body["id"] and again.body.get("replayed") is True, again.body
 
     run_backend(body, timeout=180)

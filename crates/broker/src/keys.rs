@@ -1,5 +1,9 @@
 //! Every Redis key and channel name of a cluster, made in one place under its prefix,
-//! so two clusters can share one Redis.
+//! so two clusters can share one Redis. On a Redis Cluster ([`Keys::sharded`]) the same
+//! names carry hash tags: `{room}` for everything of a room, `{u:user}` for a user's,
+//! `{registry}` for the registry's, and slot tags ([`crate::slots::tag_for`]) for the
+//! per-slot store epoch and node room indexes (docs/architecture.md has the table).
+//! The table below is the layout on one Redis:
 //!
 //! | name | type | holds |
 //! |---|---|---|
