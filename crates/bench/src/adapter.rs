@@ -9,7 +9,7 @@
 //!   is acked by `43N[…]`; `42["publish",{room,content}]` publishes and members get
 //!   `42["message",{room,content}]`.
 
-use std::net::Ipv4Addr;
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -186,7 +186,7 @@ pub(crate) async fn connect_joined(
     ep: &Endpoint,
     target: Target,
     user: &str,
-    source: Option<Ipv4Addr>,
+    source: Option<SocketAddrV4>,
     config: WebSocketConfig,
     room: &str,
     timeout: Duration,

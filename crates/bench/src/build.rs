@@ -267,7 +267,7 @@ pub(crate) async fn build(a: BuildArgs, meta: Meta) -> anyhow::Result<Value> {
     for i in 0..a.users {
         let permit = gate.clone().acquire_owned().await?;
         let ep = eps[i % eps.len()].clone();
-        let src = (!srcs.is_empty()).then(|| srcs[i % srcs.len()]);
+        let src = (!srcs.is_empty()).then(|| conn::any_port(srcs[i % srcs.len()]));
         let (totals, latency, max_count, room, held_tx) = (
             totals.clone(),
             latency.clone(),

@@ -53,7 +53,7 @@ pub(crate) async fn churn(a: ChurnArgs, meta: Meta) -> anyhow::Result<Value> {
                 let k = l + i * 4096;
                 i += 1;
                 let ep = &eps[k % eps.len()];
-                let src = (!srcs.is_empty()).then(|| srcs[k % srcs.len()]);
+                let src = (!srcs.is_empty()).then(|| conn::any_port(srcs[k % srcs.len()]));
                 let user = format!("churn-{l}-{i}");
                 let url = ep.request_url(target, &user);
                 let t0 = Instant::now();

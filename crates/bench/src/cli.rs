@@ -99,6 +99,9 @@ clients keep reading, so they answer the gateway's heartbeat pings.\n\n\
 Reports: connections opened and failed (by kind), connect rate, RSS growth per connection (KiB), \
 Slab growth per connection (KiB, kernel socket buffers, reported separately), connections dropped \
 during the hold (with close codes), CPU of the gateway and of the bench (workers included).\n\n\
+Through a proxy on this machine (nginx in front of nodes), give --source-port-base: a port \
+taken by bind() to port 0 is skipped by every connect() of the machine, so tens of thousands of \
+clients bound to random ports leave the proxy too few ports for its upstream connections.\n\n\
 Example: wsgate-bench idle --url ws://127.0.0.1:8080 --pid $(pidof wsgate) --connections 19000 --hold 10m"
     )]
     Idle(IdleArgs),
@@ -328,6 +331,13 @@ pub(crate) struct IdleArgs {
     /// Connections per worker process (each process stays under its open-file limit).
     #[arg(long, default_value_t = 15000)]
     pub per_process: usize,
+
+    /// Bind connection k to port P + k / K of its source address (K: --sources), so that
+    /// every source address uses the same few ports, below the ephemeral range; 0: the
+    /// kernel picks. For a proxy on this machine: a port taken by bind() is lost to
+    /// every connect() here (see the idle long help). A taken port falls back to 0.
+    #[arg(long, default_value_t = 0, value_name = "P")]
+    pub source_port_base: u16,
 }
 
 /// `idle-worker` (internal).
@@ -344,6 +354,9 @@ pub(crate) struct WorkerArgs {
     /// Rooms overall.
     #[arg(long)]
     pub rooms: usize,
+    /// See `idle --source-port-base`.
+    #[arg(long, default_value_t = 0)]
+    pub source_port_base: u16,
 }
 
 /// `rooms`.

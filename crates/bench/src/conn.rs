@@ -2,7 +2,7 @@
 //! buffers, and failures sorted by kind.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
@@ -88,6 +88,11 @@ pub(crate) fn sources(k: u8) -> Vec<Ipv4Addr> {
     (1..=k).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
 }
 
+/// `ip` with a port the kernel picks at `bind()`.
+pub(crate) fn any_port(ip: Ipv4Addr) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, 0)
+}
+
 /// Small buffers for connections that mostly read small frames.
 pub(crate) fn small_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -152,15 +157,10 @@ impl std::error::Error for ConnError {}
 pub(crate) async fn open(
     addr: SocketAddr,
     url: &str,
-    source: Option<Ipv4Addr>,
+    source: Option<SocketAddrV4>,
     config: WebSocketConfig,
 ) -> Result<Ws, ConnError> {
-    let socket = TcpSocket::new_v4().map_err(ConnError::Tcp)?;
-    if let Some(ip) = source {
-        socket
-            .bind(SocketAddr::new(IpAddr::V4(ip), 0))
-            .map_err(ConnError::Tcp)?;
-    }
+    let socket = bound(source)?;
     let stream = socket.connect(addr).await.map_err(ConnError::Tcp)?;
     let _ = stream.set_nodelay(true);
     match tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await {
@@ -170,6 +170,31 @@ pub(crate) async fn open(
         }
         Err(e) => Err(ConnError::Handshake(e.to_string())),
     }
+}
+
+/// A socket bound to `source` when given. A port of 0 is the kernel's choice; a given
+/// port is bound with `SO_REUSEADDR` (a previous run's TIME_WAIT on it does not block it)
+/// and, if it is taken all the same, the kernel picks one.
+///
+/// Why a given port: a port that `bind()` took can no longer be used by any `connect()`
+/// of this machine that lets the kernel pick, whatever the addresses (Linux skips ports
+/// owned by a `bind()` in its search). Tens of thousands of clients bound to random ports
+/// take nearly all of one parity of the ephemeral range, which a local proxy (nginx on
+/// the same machine) then misses for its own connections to its upstreams.
+fn bound(source: Option<SocketAddrV4>) -> Result<TcpSocket, ConnError> {
+    let socket = TcpSocket::new_v4().map_err(ConnError::Tcp)?;
+    let Some(src) = source else {
+        return Ok(socket);
+    };
+    if src.port() != 0 {
+        socket.set_reuseaddr(true).map_err(ConnError::Tcp)?;
+        if socket.bind(SocketAddr::V4(src)).is_ok() {
+            return Ok(socket);
+        }
+        return bound(Some(any_port(*src.ip())));
+    }
+    socket.bind(SocketAddr::V4(src)).map_err(ConnError::Tcp)?;
+    Ok(socket)
 }
 
 /// Runs `fut` under a timeout, mapping the timeout to [`ConnError::Timeout`].

@@ -51,7 +51,7 @@ pub(crate) async fn connect_many(
             let src = if srcs.is_empty() {
                 None
             } else {
-                Some(srcs[(offset + i) % srcs.len()])
+                Some(conn::any_port(srcs[(offset + i) % srcs.len()]))
             };
             let u = user(i);
             let room = room(i);

@@ -6,6 +6,7 @@
 //! `report`), commands on its stdin (`report`, then `exit` or end of input).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -64,6 +65,14 @@ pub(crate) async fn idle(a: IdleArgs, meta: Meta, soft: u64) -> anyhow::Result<V
         .sources
         .unwrap_or_else(|| n.div_ceil(20_000).min(250) as u8);
     let per_process = a.per_process.max(1);
+    if a.source_port_base != 0 {
+        let top = a.source_port_base as usize + n.div_ceil(sources.max(1) as usize);
+        anyhow::ensure!(
+            top <= u16::MAX as usize,
+            "--source-port-base {} leaves no room for {n} connections over {sources} sources",
+            a.source_port_base
+        );
+    }
     if per_process as u64 + 100 > soft {
         eprintln!(
             "wsgate-bench: note: --per-process {per_process} is near this process's open-file limit {soft}"
@@ -93,6 +102,7 @@ pub(crate) async fn idle(a: IdleArgs, meta: Meta, soft: u64) -> anyhow::Result<V
                 &count.to_string(),
             ])
             .args(["--rooms", &rooms.to_string()])
+            .args(["--source-port-base", &a.source_port_base.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -215,6 +225,7 @@ pub(crate) async fn idle(a: IdleArgs, meta: Meta, soft: u64) -> anyhow::Result<V
         }
     }
     let workers_cpu: f64 = reports.iter().filter_map(|r| r["cpu_s"].as_f64()).sum();
+    let workers_cpu_ready: f64 = ready.iter().filter_map(|r| r["cpu_s"].as_f64()).sum();
     let workers_rss: u64 = reports.iter().filter_map(|r| r["rss_kib"].as_u64()).sum();
     let gateways: Vec<Value> = pids
         .iter()
@@ -255,6 +266,8 @@ pub(crate) async fn idle(a: IdleArgs, meta: Meta, soft: u64) -> anyhow::Result<V
         "cpu_connect": cpu0.report(&cpu1, 0, ""),
         "cpu_hold": cpu1.report(&cpu2, 0, ""),
         "bench_workers_cpu_s": workers_cpu,
+        // From each worker's `ready` to its report: the settle and the hold.
+        "bench_workers_cpu_hold_s": workers_cpu - workers_cpu_ready,
         "bench_workers_rss_kib": workers_rss,
     });
     let params = json!({
@@ -267,6 +280,7 @@ pub(crate) async fn idle(a: IdleArgs, meta: Meta, soft: u64) -> anyhow::Result<V
         "settle_s": a.settle.as_secs_f64(),
         "per_process": per_process,
         "sources": sources,
+        "source_port_base": a.source_port_base,
     });
     let report = meta.report("idle", params, results);
     if failed > 0 || connected == 0 || reports.len() < workers {
@@ -314,7 +328,14 @@ pub(crate) async fn worker(a: WorkerArgs) -> anyhow::Result<Value> {
         .map(|i| {
             let k = a.offset + i;
             let ep = eps[k % eps.len()].clone();
-            let src = (!srcs.is_empty()).then(|| srcs[k % srcs.len()]);
+            let src = (!srcs.is_empty()).then(|| {
+                let port = match a.source_port_base {
+                    0 => 0,
+                    // Checked by the parent to fit.
+                    base => base.saturating_add((k / srcs.len()) as u16),
+                };
+                SocketAddrV4::new(srcs[k % srcs.len()], port)
+            });
             async move {
                 let user = format!("idle-{k}");
                 let room = format!("idle-{}", k % rooms);
@@ -385,6 +406,7 @@ pub(crate) async fn worker(a: WorkerArgs) -> anyhow::Result<Value> {
         "failures": failures,
         "first_failure": first_failure,
         "closed": closed(&at_ready).0,
+        "cpu_s": sys::self_cpu(),
     }));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(l)) = lines.next_line().await {
