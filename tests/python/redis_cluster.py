@@ -6,11 +6,11 @@ node is stopped by its PID; its files live in a temporary directory."""
 from __future__ import annotations
 
 import subprocess
-import tempfile
-import time
 
 import random
 import socket
+
+from redis_procs import RedisProcs
 
 SLOTS = 16384
 
@@ -51,10 +51,9 @@ def key_slot(key: str) -> int:
     return crc16(key.encode()) % SLOTS
 
 
-class RedisCluster:
+class RedisCluster(RedisProcs):
     def __init__(self, masters: int = 3, replicas: int = 1) -> None:
-        self.dir = tempfile.TemporaryDirectory(prefix="wsgate-redis-cluster-")
-        self.procs: dict[int, subprocess.Popen] = {}
+        super().__init__("wsgate-redis-cluster-")
         try:
             for _ in range(masters * (1 + replicas)):
                 self._spawn(cluster_port())
@@ -91,21 +90,6 @@ class RedisCluster:
     def seeds(self) -> list[str]:
         return [f"127.0.0.1:{p}" for p in self.procs]
 
-    def running(self) -> list[int]:
-        return [p for p, proc in self.procs.items() if proc.poll() is None]
-
-    def cli(self, port: int, *args: str) -> str:
-        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip()
-
-    def _until(self, check, what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.05)
-
     def wait_ok(self, timeout: float = 30) -> None:
         """Every running node says the cluster is ok with every slot served, and every
         replica has finished syncing from its master."""
@@ -134,24 +118,3 @@ class RedisCluster:
                     if a.isdigit() and int(a) <= slot <= int(b or a):
                         return p
         raise AssertionError(f"no master serves slot {slot}")
-
-    def calls(self, command: str) -> int:
-        """Calls of ``command`` (e.g. ``spublish``) over every running node."""
-        total = 0
-        for p in self.running():
-            for line in self.cli(p, "INFO", "commandstats").splitlines():
-                if line.startswith(f"cmdstat_{command}:calls="):
-                    total += int(line.split("=", 1)[1].split(",", 1)[0])
-        return total
-
-    def kill9(self, port: int) -> None:
-        proc = self.procs[port]
-        proc.kill()
-        proc.wait(timeout=10)
-
-    def cleanup(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-        self.dir.cleanup()

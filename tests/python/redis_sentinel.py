@@ -6,19 +6,17 @@ directory."""
 from __future__ import annotations
 
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 from backend_harness import free_port
+from redis_procs import RedisProcs
 
 MASTER_NAME = "wsgate-master"
 
 
-class RedisSentinel:
+class RedisSentinel(RedisProcs):
     def __init__(self) -> None:
-        self.dir = tempfile.TemporaryDirectory(prefix="wsgate-redis-sentinel-")
-        self.procs: dict[int, subprocess.Popen] = {}
+        super().__init__("wsgate-redis-sentinel-")
         self.data_ports: list[int] = []
         self.sentinel_ports: list[int] = []
         try:
@@ -78,45 +76,12 @@ class RedisSentinel:
     def sentinels(self) -> list[str]:
         return [f"127.0.0.1:{p}" for p in self.sentinel_ports]
 
-    def cli(self, port: int, *args: str) -> str:
-        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip()
-
     def master_port(self, sentinel: int | None = None) -> int | None:
         """The master's port as a sentinel names it."""
         reply = self.cli(sentinel or self.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
         parts = reply.split()
         return int(parts[1]) if len(parts) == 2 and parts[1].isdigit() else None
 
-    def _until(self, check, what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.05)
-
-    def kill9(self, port: int) -> None:
-        self.procs[port].kill()
-        self.procs[port].wait(timeout=10)
-
     def restart_as_replica(self, port: int, master: int) -> None:
         """Starts a killed data node again, empty, replicating ``master``."""
         self._data(port, master)
-
-    def calls(self, command: str) -> int:
-        total = 0
-        for p in self.data_ports:
-            if self.procs[p].poll() is not None:
-                continue
-            for line in self.cli(p, "INFO", "commandstats").splitlines():
-                if line.startswith(f"cmdstat_{command}:calls="):
-                    total += int(line.split("=", 1)[1].split(",", 1)[0])
-        return total
-
-    def cleanup(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-        self.dir.cleanup()
