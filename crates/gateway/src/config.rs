@@ -15,6 +15,9 @@ pub use jwt::JwtArgs;
 mod redis;
 pub use redis::RedisArgs;
 
+mod hooks;
+pub use hooks::{FailPolicy, HookArgs};
+
 /// Longest `--presence-grace-ms`: one hour (a closed session's presence is kept no
 /// Most `--accept-rate` (the admission window keeps one timestamp per admission).
 pub const MAX_ACCEPT_RATE: u32 = 1_000_000;
@@ -69,6 +72,10 @@ pub struct Config {
     /// mode (query-parameter identity).
     #[command(flatten)]
     pub jwt: JwtArgs,
+
+    /// Back-end hooks: connect, join and publish calls to the product's back end.
+    #[command(flatten)]
+    pub hooks: HookArgs,
 
     /// API key for the back-end HTTP API.
     #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true)]
@@ -311,6 +318,7 @@ impl Config {
             return Err("--max-rooms must be at least 1".into());
         }
         self.jwt.validate()?;
+        self.hooks.validate()?;
         if self.heartbeat_ms < 10 {
             return Err("--heartbeat-ms must be at least 10".into());
         }

@@ -1,7 +1,7 @@
-//! The gateway's outbound HTTP(S) client: the JWKS fetch today, back-end hooks and
-//! webhooks later. Every call is bounded: a connect timeout, a deadline over the whole
-//! exchange (connect, headers and body), and a cap on the body's size; failures are
-//! values, never panics.
+//! The gateway's outbound HTTP(S) client: the JWKS fetch and the back-end hooks' calls.
+//! Every call is bounded: a connect timeout, a deadline over the whole exchange
+//! (connect, headers and body), and a cap on the body's size; failures are values,
+//! never panics.
 //!
 //! hyper-util's pooling client over rustls (ring). Trust: the platform's certificate
 //! store (`SSL_CERT_FILE`/`SSL_CERT_DIR` override it, as in OpenSSL); a machine with none

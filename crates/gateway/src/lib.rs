@@ -13,7 +13,8 @@
 //!   [`presence_retry`] (presence removals that failed, retried until they hold).
 //! - [`router`]: every HTTP request to its handler: [`upgrade`] (the `/ws` handshake),
 //!   [`sse`] (`/events`), [`api`] (the back-end API), [`health`] (`/readyz`,
-//!   `/api/stats`), [`assets`] (the demo pages and `client.js`).
+//!   `/api/stats`), [`assets`] (the demo pages and `client.js`); [`identify`] says who
+//!   a `/ws` or `/events` request is (the token, then the connect hook).
 //! - [`session`]: one `/ws` connection: its read loop and its commands, one group per
 //!   file; [`echo`] is the echo endpoint on the same socket code ([`socket`]).
 //! - Shared by every kind of session: [`lifecycle`] (open and close), [`join`] (join
@@ -21,12 +22,13 @@
 //! - [`node`]: [`node::Node`], the composition root every task shares: config, the
 //!   broker's four concerns, [`hub`] (local sessions by room and user, and the
 //!   fan-out), [`subscriptions`] (node-level broker subscriptions), [`slot`]
-//!   (connection limits), [`metrics`], [`auth`].
+//!   (connection limits), [`metrics`], [`auth`], [`hooks`] (the back-end hooks: signed
+//!   calls that decide on connects, joins and publishes).
 //! - Leaves: [`handle`] and [`queue`] (what the hub holds of a session), [`config`],
 //!   [`response`] and [`query`] (HTTP building blocks), [`proxy`] (client addresses),
 //!   [`ratelimit`], [`clock`], [`reserved`] (room names with a meaning),
 //!   [`pending_removals`] (presence removals waiting for a retry), [`http_client`]
-//!   (outbound HTTP(S): the JWKS fetch).
+//!   (outbound HTTP(S): the JWKS fetch, the hooks' calls).
 
 pub mod admission;
 pub mod announce;
@@ -44,8 +46,10 @@ pub mod grace_queue;
 pub mod handle;
 pub mod health;
 pub mod heartbeat;
+pub mod hooks;
 pub mod http_client;
 pub mod hub;
+pub mod identify;
 pub mod join;
 pub mod lifecycle;
 pub mod metrics;

@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     if config.api_key.is_none() && config.insecure_api {
         tracing::warn!("--insecure-api: the back-end HTTP API accepts requests without a key");
     }
-    if !config.jwt.tokens_required() {
+    if !config.jwt.tokens_required() && config.hooks.hook_connect_url.is_none() {
         tracing::warn!(
             "no --jwt-secret, --jwt-public-key or --jwks-url: development mode, identities come from ?user_id= and ?username="
         );

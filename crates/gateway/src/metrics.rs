@@ -7,6 +7,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use wsgate_protocol::{CloseCode, ErrorCode};
 
@@ -63,6 +64,8 @@ pub struct Metrics {
     pub jwks_fetches: Family<Labels, Counter>,
     /// Keys in the cached JWKS.
     pub jwks_keys: Gauge,
+    /// Back-end hook calls, failures, latency and breakers ([`crate::hooks`]).
+    pub hooks: crate::hooks::HookMetrics,
 }
 
 impl Default for Metrics {
@@ -99,6 +102,12 @@ impl Metrics {
             presence_removals_lost: Counter::default(),
             jwks_fetches: Family::default(),
             jwks_keys: Gauge::default(),
+            hooks: crate::hooks::HookMetrics {
+                calls: Family::default(),
+                failures: Family::default(),
+                latency: Family::new_with_constructor(hook_latency),
+                breaker_open: Family::default(),
+            },
             registry: Registry::default(),
         };
         registry.register(
@@ -208,6 +217,27 @@ impl Metrics {
             m.jwks_fetches.clone(),
         );
         registry.register("jwks_keys", "Keys in the cached JWKS", m.jwks_keys.clone());
+        let h = &m.hooks;
+        registry.register(
+            "hook_calls",
+            "Back-end hook calls by hook and outcome (allowed, replaced, refused, failed)",
+            h.calls.clone(),
+        );
+        registry.register(
+            "hook_failures",
+            "Back-end hook calls without a usable answer, by hook and reason",
+            h.failures.clone(),
+        );
+        registry.register(
+            "hook_latency_seconds",
+            "Latency of back-end hook calls that reached the back end",
+            h.latency.clone(),
+        );
+        registry.register(
+            "hook_breaker_open",
+            "1 while a hook's circuit breaker holds calls back",
+            h.breaker_open.clone(),
+        );
         for code in ErrorCode::ALL {
             let _ = m.errors.get_or_create(&vec![("code", code.as_str())]);
         }
@@ -249,6 +279,11 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// A hook latency histogram: 1 ms to 8 s.
+fn hook_latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
 }
 
 /// A static label for a close code (labels are `&'static str` to avoid allocation).

@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::count_ticker::CountTicker;
 use crate::grace_queue::GraceQueue;
+use crate::hooks::Hooks;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::pending_removals::PendingRemovals;
@@ -43,6 +44,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Token verification.
     pub auth: Authenticator,
+    /// The back-end hooks (connect, join, publish), when configured.
+    pub hooks: Hooks,
     /// New sessions a second (`--accept-rate`).
     pub admission: crate::admission::Admission,
     /// Connection counts and limits.
@@ -85,6 +88,7 @@ impl Node {
         metrics
             .broker_up
             .set(i64::from(backend.broker.kind() == "memory"));
+        let hooks = Hooks::new(&config, &metrics.hooks);
         Arc::new(Node {
             node_id,
             subs: Subscriptions::new(backend.broker.clone()),
@@ -98,6 +102,7 @@ impl Node {
             }),
             metrics,
             auth,
+            hooks,
             admission: crate::admission::Admission::new(config.accept_rate),
             capacity: Capacity::new(config.max_connections, config.max_connections_per_ip),
             removals: PendingRemovals::default(),

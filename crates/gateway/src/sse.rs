@@ -23,7 +23,7 @@ use wsgate_protocol::server::ServerFrame;
 use wsgate_protocol::sse::{self, Cursor};
 use wsgate_protocol::MessageId;
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::Identity;
 use crate::handle::Control;
 use crate::join::RoomJoin;
 use crate::lifecycle::Lifetime;
@@ -57,19 +57,10 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
     }
     let query = Query::of(req.uri());
     let param = |k: &str| query.get(k);
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let identity = match node
-        .auth
-        .authenticate_refreshing(query.pairs(), authorization)
-        .await
-    {
-        Ok(i) => i,
-        Err(AuthError::BadParameter(m)) => {
-            return error_response(StatusCode::BAD_REQUEST, "invalid_field", m)
-        }
-        Err(e) => return error_response(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()),
+    // `None` when a connect hook without token keys names the user, below.
+    let base = match crate::identify::token(node, &query, headers).await {
+        Ok(base) => base,
+        Err(res) => return res,
     };
     let mut rooms: Vec<String> = Vec::new();
     for r in param("rooms")
@@ -98,15 +89,18 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
             ),
         );
     }
-    if let Some(r) = rooms
-        .iter()
-        .find(|r| !identity.may_enter(r, node.config.namespaces.is_private(r)))
-    {
-        return error_response(
+    let not_granted = |identity: &Identity| {
+        let r = rooms
+            .iter()
+            .find(|r| !identity.may_enter(r, node.config.namespaces.is_private(r)))?;
+        Some(error_response(
             StatusCode::FORBIDDEN,
             "forbidden",
             &format!("the private room {r} is not granted to you"),
-        );
+        ))
+    };
+    if let Some(refused) = base.as_ref().and_then(not_granted) {
+        return refused;
     }
     let resume = headers
         .get("last-event-id")
@@ -141,6 +135,26 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
         Ok(slot) => slot,
         Err(refused) => return refused.response(),
     };
+    // The hooks once the stream is admitted: the connect hook may name the user and
+    // grant rooms (checked again), the join hook decides on each room.
+    let key = uuid::Uuid::new_v4().to_string();
+    let presented = crate::identify::Presented {
+        headers,
+        query: &query,
+        client,
+        session_id: &key,
+        transport: crate::hooks::calls::Transport::Sse,
+    };
+    let identity = match crate::identify::connect(node, presented, base).await {
+        Ok(identity) => identity,
+        Err(res) => return res,
+    };
+    if let Some(refused) = not_granted(&identity) {
+        return refused;
+    }
+    if let Err(res) = crate::identify::stream_rooms(node, &identity, &key, &rooms).await {
+        return res;
+    }
     if let Some(permit) = req.extensions().get::<crate::slot::HttpPermit>() {
         // A session now, counted by its slot.
         permit.release();
@@ -148,7 +162,7 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
     let task_node = node.clone();
     node.tracker
-        .spawn(run(task_node, identity, rooms, resume, tx, slot));
+        .spawn(run(task_node, identity, key, rooms, resume, tx, slot));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -172,12 +186,12 @@ pub async fn events<B>(node: &Arc<Node>, req: Request<B>) -> Response<Body> {
 async fn run(
     node: Arc<Node>,
     identity: Identity,
+    key: String,
     rooms: Vec<String>,
     resume: Cursor,
     body: mpsc::Sender<Bytes>,
     slot: Slot,
 ) {
-    let key = uuid::Uuid::new_v4().to_string();
     let lifetime = Lifetime::open(&node, slot, &key, None);
     let handle = lifetime.handle.clone();
     let user = identity.user.user_id.clone();

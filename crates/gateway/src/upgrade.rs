@@ -10,7 +10,6 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::auth::AuthError;
 use crate::node::Node;
 use crate::query::Query;
 use crate::response::{error_response, full, Body};
@@ -53,6 +52,15 @@ fn status_label(status: StatusCode) -> &'static str {
         503 => "503",
         _ => "other",
     }
+}
+
+/// `res`, a refusal before the upgrade, counted by its status.
+fn counted(node: &Node, res: Response<Body>) -> Response<Body> {
+    node.metrics
+        .handshake_refusals
+        .get_or_create(&vec![("status", status_label(res.status()))])
+        .inc();
+    res
 }
 
 /// A `Sec-WebSocket-Key` must be the base64 of exactly 16 bytes.
@@ -159,30 +167,15 @@ where
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return res;
     }
-    let identity = match endpoint {
+    // Who it is: the token first (a bad one costs no hook call), the connect hook once
+    // the connection is admitted (a refused one costs none either).
+    let query = Query::of(req.uri());
+    let base = match endpoint {
         Endpoint::Echo => None,
-        Endpoint::Session => {
-            let query = Query::of(req.uri());
-            let authorization = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            match node
-                .auth
-                .authenticate_refreshing(query.pairs(), authorization)
-                .await
-            {
-                Ok(i) => Some(i),
-                Err(AuthError::BadParameter(m)) => {
-                    return refuse(StatusCode::BAD_REQUEST, "invalid_field", m)
-                }
-                Err(e) => {
-                    let mut res = refuse(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
-                    res.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    return res;
-                }
-            }
-        }
+        Endpoint::Session => match crate::identify::token(node, &query, headers).await {
+            Ok(base) => base,
+            Err(res) => return counted(node, res),
+        },
     };
     let client = req.extensions().get::<std::net::SocketAddr>().map(|peer| {
         crate::proxy::client_ip(peer.ip(), req.headers(), &node.config.trusted_proxies)
@@ -193,13 +186,23 @@ where
     }
     let slot = match node.capacity.reserve(client) {
         Ok(slot) => slot,
-        Err(refused) => {
-            let res = refused.response();
-            node.metrics
-                .handshake_refusals
-                .get_or_create(&vec![("status", status_label(res.status()))])
-                .inc();
-            return res;
+        Err(refused) => return counted(node, refused.response()),
+    };
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let identity = match endpoint {
+        Endpoint::Echo => None,
+        Endpoint::Session => {
+            let presented = crate::identify::Presented {
+                headers: req.headers(),
+                query: &query,
+                client,
+                session_id: &session_id,
+                transport: crate::hooks::calls::Transport::Websocket,
+            };
+            match crate::identify::connect(node, presented, base).await {
+                Ok(identity) => Some(identity),
+                Err(res) => return counted(node, res),
+            }
         }
     };
 
@@ -222,7 +225,7 @@ where
                 .await;
                 match identity {
                     Some(identity) => {
-                        crate::session::run(task_node, ws, identity, slot, client).await
+                        crate::session::run(task_node, ws, identity, session_id, slot, client).await
                     }
                     None => crate::echo::run(task_node, ws, slot).await,
                 }

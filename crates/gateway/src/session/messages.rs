@@ -25,7 +25,8 @@ impl Session {
         }
         let entry = StoredEntry::message(&room, &self.session.user, &content, &now_ts());
         // Answered later, in order (`publishing`): the next frame is read meanwhile.
-        self.start_publish(room, entry, reference);
+        let hooked = self.node.hooks.publish.is_some().then_some(content);
+        self.start_publish(room, entry, reference, hooked);
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! [`messages`] (message, direct, history), [`inbox`] (notifications, mark read, the
 //! state saved for the next `welcome`), [`refresh`] (a new token without reconnecting).
 
+mod hooked;
 mod inbox;
 mod joined;
 mod messages;
@@ -42,11 +43,13 @@ use crate::writer::{ping_seq, run_writer, WriterParams};
 /// queue to drain below half) before it closes the connection with 1013.
 const READER_STALL: Duration = Duration::from_secs(10);
 
-/// Serves one upgraded WebSocket until it ends, then cleans up after it.
+/// Serves one upgraded WebSocket until it ends, then cleans up after it. `session_id`
+/// was chosen before the upgrade (the connect hook saw it).
 pub fn run<S>(
     node: Arc<Node>,
     ws: S,
     identity: Identity,
+    session_id: String,
     slot: Slot,
     client: Option<std::net::IpAddr>,
 ) -> impl std::future::Future<Output = ()> + Send
@@ -61,7 +64,7 @@ where
     // its state for the whole session, and the socket (~330 bytes) would sit there
     // moved-from in every connection.
     let (sink, stream) = ws.split();
-    run_split(node, sink, stream, identity, slot, client)
+    run_split(node, sink, stream, identity, session_id, slot, client)
 }
 
 async fn run_split<Si, St>(
@@ -69,13 +72,13 @@ async fn run_split<Si, St>(
     sink: Si,
     stream: St,
     identity: Identity,
+    session_id: String,
     slot: Slot,
     client: Option<std::net::IpAddr>,
 ) where
     Si: Sink<Message, Error = WsError> + Unpin + Send + 'static,
     St: Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static,
 {
-    let session_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("session", %session_id, user_id = %identity.user.user_id, node_id = %node.node_id);
     async move {
         let session_ref = SessionRef {
@@ -461,7 +464,7 @@ mod tests {
 
     type Ws = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
-    fn future_size<A, B, C, D, E, F: Fn(A, B, C, D, E) -> Fut, Fut>(_: F) -> usize {
+    fn future_size<A, B, C, D, E, G, F: Fn(A, B, C, D, E, G) -> Fut, Fut>(_: F) -> usize {
         std::mem::size_of::<Fut>()
     }
 

@@ -16,6 +16,11 @@
 //! Any other command first publishes the batch before it ([`Session::settle_publishing`]),
 //! so its answer follows theirs and it sees them (a `history` after a `message`
 //! holds it).
+//!
+//! With a publish hook, the batch is first shown to it (`hooked.rs`: one call per
+//! message, all at once): what it refuses is answered with an error in its place and
+//! not published, what it replaces is published with the new content, the rest as
+//! sent, still in one broker call and in order.
 
 use serde_json::Value;
 use wsgate_protocol::server::{ServerFrame, StoredEntry};
@@ -25,11 +30,20 @@ use super::Session;
 /// Most `message`s published in one batch.
 pub(super) const MAX_BATCH: usize = 64;
 
-/// The `message`s read and not yet published (their rooms, entries and `ref`s).
+/// The `message`s read and not yet published (their rooms and entries, and what
+/// answering them needs).
 #[derive(Default)]
 pub(super) struct Batch {
     entries: Vec<(String, StoredEntry)>,
-    refs: Vec<Option<Value>>,
+    pending: Vec<Pending>,
+}
+
+/// What a batched `message` needs besides its entry.
+pub(super) struct Pending {
+    /// Its `ref`.
+    reference: Option<Value>,
+    /// The content it was sent with, kept only when a publish hook must see it.
+    pub(super) content: Option<String>,
 }
 
 impl Batch {
@@ -50,15 +64,17 @@ impl Batch {
 }
 
 impl Session {
-    /// Adds a `message` to the batch (published by [`Session::settle_publishing`]).
+    /// Adds a `message` to the batch (published by [`Session::settle_publishing`]);
+    /// `content` only when a publish hook is configured.
     pub(super) fn start_publish(
         &mut self,
         room: String,
         entry: StoredEntry,
         reference: Option<Value>,
+        content: Option<String>,
     ) {
         self.publishing.entries.push((room, entry));
-        self.publishing.refs.push(reference);
+        self.publishing.pending.push(Pending { reference, content });
     }
 
     /// Publishes the batch and answers each message, in order.
@@ -66,10 +82,34 @@ impl Session {
         if self.publishing.is_empty() {
             return;
         }
-        let entries = std::mem::take(&mut self.publishing.entries);
-        let refs = std::mem::take(&mut self.publishing.refs);
-        let results = self.node.broker.publish_entries(&entries).await;
-        for (((room, _), reference), result) in entries.into_iter().zip(refs).zip(results) {
+        let mut entries = std::mem::take(&mut self.publishing.entries);
+        let pending = std::mem::take(&mut self.publishing.pending);
+        // Boxed: the rare path (a configured hook) stays out of every session's future.
+        let refusals = if self.node.hooks.publish.is_some() {
+            Box::pin(self.screen(&mut entries, &pending)).await
+        } else {
+            Vec::new()
+        };
+        let entries = if refusals.iter().any(Option::is_some) {
+            entries
+                .into_iter()
+                .zip(&refusals)
+                .filter_map(|(e, refused)| refused.is_none().then_some(e))
+                .collect()
+        } else {
+            entries
+        };
+        let mut results = self.node.broker.publish_entries(&entries).await.into_iter();
+        let mut published = entries.into_iter();
+        let mut refusals = refusals.into_iter();
+        for Pending { reference, .. } in pending {
+            if let Some(Some(refused)) = refusals.next() {
+                self.error(refused.with_ref(reference));
+                continue;
+            }
+            let (Some((room, _)), Some(result)) = (published.next(), results.next()) else {
+                break;
+            };
             match result {
                 Ok(id) => {
                     if reference.is_some() {

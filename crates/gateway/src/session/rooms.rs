@@ -83,6 +83,10 @@ impl Session {
                 ),
             ));
         }
+        if self.node.hooks.join.is_some() {
+            // Boxed: the rare path (a configured hook) must not grow every join.
+            Box::pin(self.ask_join(&room)).await?;
+        }
         let node = self.node.clone();
         let join = RoomJoin::start(&node, &self.handle, &room)
             .await
