@@ -22,6 +22,10 @@
 //! | `P:reap:{node}` | string | lock held by the node that reaps a dead node |
 //! | `P:notifications:{user}` | list | `ms|r|id|json` items, newest first, capped, expiring |
 //! | `P:restore:{user}` | hash | room → `{"room","last_id","epoch"}` saved when sessions close |
+//! | `P:webhooks` | stream | webhook events owed (fields `n`, `r`, `u`, `m`), consumer group `wsgate`; on a cluster one per slot in use, `P:webhooks:{TAG}` |
+//! | `P:webhooks-dirty` | hash | on a cluster: outbox stream → a counter bumped after each recording (which streams to read) |
+//! | `P:user-sessions:{user}` | hash | session id → node, for `user_offline` |
+//! | `P:node-users:{node}` | hash | user → the node's sessions counted in `user-sessions` (for the reaper); on a cluster one per node and slot |
 
 use crate::broker::Channel;
 use crate::slots;
@@ -278,6 +282,60 @@ impl Keys {
     pub fn reap_lock(&self, node: &str) -> String {
         self.registry_key(&format!("reap:{node}"))
     }
+
+    /// The webhook outbox `room`'s transitions are recorded in: one stream on one
+    /// Redis; on a cluster, the one of the room's slot (a script touches one slot).
+    pub fn webhooks(&self, room: &str) -> String {
+        self.webhooks_beside(&self.history(room))
+    }
+
+    /// The webhook outbox `user`'s `user_offline` is recorded in.
+    pub fn webhooks_of_user(&self, user: &str) -> String {
+        self.webhooks_beside(&self.user_sessions(user))
+    }
+
+    fn webhooks_beside(&self, key: &str) -> String {
+        if self.sharded {
+            self.webhooks_in(slots::slot(key))
+        } else {
+            format!("{}:webhooks", self.prefix)
+        }
+    }
+
+    /// On a cluster, the webhook outbox of `slot`.
+    pub fn webhooks_in(&self, slot: u16) -> String {
+        format!("{}:webhooks:{{{}}}", self.prefix, slots::tag_for(slot))
+    }
+
+    /// On a cluster, the outbox streams that may hold events (stream → a counter
+    /// bumped after each recording there).
+    pub fn webhooks_dirty(&self) -> String {
+        self.registry_key("webhooks-dirty")
+    }
+
+    /// A user's sessions (session id → node), for `user_offline`.
+    pub fn user_sessions(&self, user: &str) -> String {
+        self.user_key("user-sessions", user)
+    }
+
+    /// The index of the users `node` has sessions of that holds `user`: one hash per
+    /// node on one Redis; on a cluster one per node and slot, in the user's slot.
+    pub fn node_users(&self, node: &str, user: &str) -> String {
+        if self.sharded {
+            self.node_users_in(node, slots::slot(&self.user_sessions(user)))
+        } else {
+            format!("{}:node-users:{node}", self.prefix)
+        }
+    }
+
+    /// On a cluster, the index of `node`'s users in `slot`.
+    pub fn node_users_in(&self, node: &str, slot: u16) -> String {
+        format!(
+            "{}:node-users:{{{}}}:{node}",
+            self.prefix,
+            slots::tag_for(slot)
+        )
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +384,7 @@ mod tests {
             k.typing(room),
             k.node_rooms("gw-1", room),
             k.idempotency(&Channel::Room(room.into()), "room:team:eng:k1"),
+            k.webhooks(room),
         ] {
             assert_eq!(slot(&key), s, "{key}");
         }
@@ -335,6 +394,9 @@ mod tests {
             k.notifications(user),
             k.restore(user),
             k.idempotency(&Channel::User(user.into()), "user:x:k"),
+            k.user_sessions(user),
+            k.node_users("gw-1", user),
+            k.webhooks_of_user(user),
         ] {
             assert_eq!(slot(&key), u, "{key}");
         }
@@ -343,6 +405,7 @@ mod tests {
             k.node_alive("gw-2"),
             k.reap_lock("gw-2"),
             k.node_slots("gw-2"),
+            k.webhooks_dirty(),
         ] {
             assert_eq!(slot(&key), r, "{key}");
         }
@@ -365,6 +428,8 @@ mod tests {
         assert_eq!(one.history(room), "wsgate:history:team:eng");
         assert_eq!(one.store_epoch(room), "wsgate:store-epoch");
         assert_eq!(one.node_rooms("gw-1", room), "wsgate:node-room-counts:gw-1");
+        assert_eq!(one.webhooks(room), one.webhooks_of_user("u"));
+        assert_eq!(one.node_users("gw-1", "u"), "wsgate:node-users:gw-1");
         assert_eq!(
             one.idempotency(&Channel::Broadcast, "broadcast:k"),
             "wsgate:idem:broadcast:k"

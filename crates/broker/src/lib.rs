@@ -11,8 +11,12 @@
 //! | presence and typing | [`presence`] | [`presence_memory`] | [`presence_redis`] |
 //! | notifications, saved session state | [`inbox`] | [`inbox_memory`] | [`inbox_redis`] |
 //! | the node registry | [`registry`] | [`registry_memory`] | [`registry_redis`] |
+//! | webhook events owed | [`outbox`] | [`outbox_memory`] | [`outbox_redis`] |
+//! | sessions per user (`user_offline`) | [`online`] | [`online_memory`] | [`online_redis`] |
 //!
-//! [`backend::Backend`] builds the four together over one store. What they share:
+//! [`backend::Backend`] builds them together over one store. Presence, online counts
+//! and the reaper record webhook events in the outbox in the same step as the
+//! transition they report (the Lua of [`scripts_webhooks`]). What they share:
 //! in memory, [`bus`] (the in-process Pub/Sub); in Redis, [`redis_link`] (the command
 //! connection and settings, over the topology of [`redis_conn`]: one Redis, Sentinel
 //! or a Redis Cluster) and [`redis_pubsub`] / [`redis_sharded`] (the node's Pub/Sub:
@@ -36,6 +40,12 @@ pub mod inbox_memory;
 pub mod inbox_redis;
 pub mod keys;
 pub mod once_memory;
+pub mod online;
+pub mod online_memory;
+pub mod online_redis;
+pub mod outbox;
+pub mod outbox_memory;
+pub mod outbox_redis;
 pub mod presence;
 pub mod presence_memory;
 pub mod presence_redis;
@@ -48,6 +58,7 @@ pub mod registry_memory;
 pub mod registry_redis;
 pub mod rules;
 pub mod scripts;
+pub mod scripts_webhooks;
 pub mod slots;
 
 pub use backend::Backend;
@@ -55,6 +66,8 @@ pub use broker::{Broker, BrokerEvent, Channel, HistoryPage, Replay, RoomState};
 pub use envelope::{open_envelope, skip_envelope};
 pub use error::{Error, Result};
 pub use inbox::{Inbox, NotificationPage};
+pub use online::Online;
+pub use outbox::{Event, EventName, EventSet, Outbox, Recording, Taken};
 pub use presence::{
     Added, CountDue, MembersPage, Presence, PresenceChange, SessionRef, MEMBERS_PAGE_MAX,
     TYPING_MAX,

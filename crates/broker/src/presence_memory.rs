@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use wsgate_protocol::server::Member;
 
 use crate::error::{Error, Result};
+use crate::outbox::{Event, EventName, Recording};
+use crate::outbox_memory::MemoryOutbox;
 use crate::presence::{
     Added, CountDue, MembersPage, Presence, PresenceChange, SessionRef, MEMBERS_PAGE_MAX,
     TYPING_MAX,
@@ -20,6 +22,9 @@ pub struct MemoryPresence {
     policy: Arc<dyn RoomPolicy>,
     /// A std mutex: every operation is a few map updates, never an `.await`.
     state: Mutex<State>,
+    /// Where transitions are recorded for webhooks, under the lock of `state` (so in
+    /// the order they happened).
+    outbox: Arc<MemoryOutbox>,
 }
 
 /// One room's presence.
@@ -90,9 +95,15 @@ fn unhex(s: &str) -> Option<String> {
 impl MemoryPresence {
     /// No one anywhere; each room's limits from `policy`.
     pub fn new(policy: Arc<dyn RoomPolicy>) -> Self {
+        Self::recording(policy, Arc::new(MemoryOutbox::new(Recording::OFF)))
+    }
+
+    /// No one anywhere; transitions recorded in `outbox`.
+    pub fn recording(policy: Arc<dyn RoomPolicy>, outbox: Arc<MemoryOutbox>) -> Self {
         MemoryPresence {
             policy,
             state: Mutex::default(),
+            outbox,
         }
     }
 
@@ -126,6 +137,14 @@ impl Presence for MemoryPresence {
         let count = r.users.len() as u64;
         if count > rules.presence_max_members {
             r.over = true;
+        }
+        if first {
+            if count == 1 {
+                let occupied = Event::room(EventName::RoomOccupied, room, None);
+                self.outbox.push(occupied);
+            }
+            let added = Event::room(EventName::MemberAdded, room, Some(user));
+            self.outbox.push(added);
         }
         let change = PresenceChange {
             edge: first,
@@ -162,6 +181,15 @@ impl Presence for MemoryPresence {
             r.over = false;
         }
         let over = r.over;
+        if last {
+            let user = Some(session.user.user_id.as_str());
+            self.outbox
+                .push(Event::room(EventName::MemberRemoved, room, user));
+            if count == 0 {
+                let vacated = Event::room(EventName::RoomVacated, room, None);
+                self.outbox.push(vacated);
+            }
+        }
         if r.users.is_empty() {
             state.presence.remove(room);
             state.counts.remove(room);

@@ -12,17 +12,21 @@ use wsgate_protocol::server::Member;
 
 use crate::error::{Error, Result};
 use crate::keys::Keys;
+use crate::outbox_redis::RedisRecorder;
 use crate::presence::{
     Added, CountDue, MembersPage, Presence, PresenceChange, SessionRef, MEMBERS_PAGE_MAX,
     TYPING_MAX,
 };
 use crate::redis_link::{now_ms, RedisLink};
 use crate::scripts;
+use crate::scripts_webhooks;
 
 /// Presence in Redis.
 pub struct RedisPresence {
     /// The command connection.
     link: Arc<RedisLink>,
+    /// What the add and remove scripts record for webhooks.
+    recorder: Arc<RedisRecorder>,
     /// Adds a session.
     add: Script,
     /// Removes a session.
@@ -36,14 +40,15 @@ pub struct RedisPresence {
 }
 
 /// The keys the add and remove scripts take: presence, presence-users, node-rooms,
-/// presence-names, presence-over.
-fn entry_keys(keys: &Keys, room: &str, node: &str) -> [String; 5] {
+/// presence-names, presence-over, the webhook outbox.
+fn entry_keys(keys: &Keys, room: &str, node: &str) -> [String; 6] {
     [
         keys.presence(room),
         keys.presence_users(room),
         keys.node_rooms(node, room),
         keys.presence_names(room),
         keys.presence_over(room),
+        keys.webhooks(room),
     ]
 }
 
@@ -107,12 +112,13 @@ fn parse_cursor(c: &str) -> Option<(u64, usize)> {
 const MAX_SCANS_PER_PAGE: usize = 4;
 
 impl RedisPresence {
-    /// Presence over `link`.
-    pub fn new(link: Arc<RedisLink>) -> Self {
+    /// Presence over `link`, recording transitions as `recorder` says.
+    pub fn new(link: Arc<RedisLink>, recorder: Arc<RedisRecorder>) -> Self {
         RedisPresence {
             link,
-            add: Script::new(scripts::PRESENCE_ADD),
-            remove: Script::new(scripts::PRESENCE_REMOVE),
+            recorder,
+            add: Script::new(&scripts_webhooks::presence_add()),
+            remove: Script::new(&scripts_webhooks::presence_remove()),
             count_due: Script::new(scripts::PRESENCE_COUNT_DUE),
             typing_set: Script::new(scripts::TYPING_SET),
             typing_expire: Script::new(scripts::TYPING_EXPIRE),
@@ -126,6 +132,7 @@ impl Presence for RedisPresence {
         let (keys, node) = (&self.link.keys, &self.link.settings.node_id);
         let rules = self.link.policy.rules(room);
         self.link.note_slot(room).await?;
+        let r = &self.recorder;
         let reply: Vec<redis::Value> = self
             .link
             .with_conn(|mut c| async move {
@@ -139,6 +146,8 @@ impl Presence for RedisPresence {
                     .arg(rules.max_members.unwrap_or(0))
                     .arg(rules.presence_max_members)
                     .arg(first_page)
+                    .arg(r.mask())
+                    .arg(r.max_len())
                     .invoke_async(&mut c)
                     .await
             })
@@ -146,14 +155,16 @@ impl Presence for RedisPresence {
         if int(reply.first()) < 0 {
             return Ok(Added::Full);
         }
+        r.recorded(&keys.webhooks(room), int(reply.get(3)), int(reply.get(4)))
+            .await;
         let change = PresenceChange {
             edge: int(reply.first()) == 1,
             count: int(reply.get(1)).max(0) as u64,
             over: int(reply.get(2)) == 1,
         };
         let mut page = MembersPage::default();
-        if first_page > 0 && reply.len() > 3 {
-            let mut members = batch(&reply[4..]);
+        if first_page > 0 && reply.len() > 5 {
+            let mut members = batch(&reply[6..]);
             members.truncate(first_page);
             page.next_cursor = (change.count as usize > members.len()).then(|| "0.0".to_owned());
             page.members = members;
@@ -164,6 +175,7 @@ impl Presence for RedisPresence {
     async fn remove(&self, room: &str, session: &SessionRef) -> Result<PresenceChange> {
         let (keys, node) = (&self.link.keys, &self.link.settings.node_id);
         let low = self.link.policy.rules(room).presence_low_water();
+        let r = &self.recorder;
         let reply: Vec<i64> = self
             .link
             .with_conn(|mut c| async move {
@@ -173,10 +185,14 @@ impl Presence for RedisPresence {
                     .arg(&session.user.user_id)
                     .arg(room)
                     .arg(low)
+                    .arg(r.mask())
+                    .arg(r.max_len())
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
+        let at = |i: usize| reply.get(i).copied().unwrap_or(0);
+        r.recorded(&keys.webhooks(room), at(3), at(4)).await;
         Ok(PresenceChange {
             edge: reply.first() == Some(&1),
             count: reply.get(1).copied().unwrap_or(0).max(0) as u64,

@@ -338,10 +338,19 @@ impl RedisLink {
     /// # Errors
     /// [`Error::Unavailable`] when Redis fails.
     pub async fn note_slot(&self, room: &str) -> Result<()> {
+        self.note_slot_of(&self.keys.history(room)).await
+    }
+
+    /// [`RedisLink::note_slot`] for the slot of `key` (a user's keys, for the index
+    /// of users this node has sessions of).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis fails.
+    pub async fn note_slot_of(&self, key: &str) -> Result<()> {
         if !self.keys.is_sharded() {
             return Ok(());
         }
-        let slot = crate::slots::slot(&self.keys.history(room));
+        let slot = crate::slots::slot(key);
         let noted = |s: &Self| {
             s.noted_slots
                 .lock()

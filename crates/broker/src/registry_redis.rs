@@ -12,15 +12,18 @@ use wsgate_protocol::server::{PresenceEvent, PresenceMode, ServerFrame};
 
 use crate::broker::Channel;
 use crate::error::Result;
+use crate::outbox_redis::RedisRecorder;
 use crate::presence_redis::pairs_to_members;
 use crate::redis_link::{now_ms, RedisLink};
 use crate::registry::{ClusterStats, NodeReport, Registry};
-use crate::scripts;
 
 /// The registry in Redis.
 pub struct RedisRegistry {
     /// The command connection.
     link: Arc<RedisLink>,
+    /// What reaping records for webhooks (`member_removed`, `room_vacated`,
+    /// `user_offline`).
+    recorder: Arc<RedisRecorder>,
     /// Removes a dead node's presence entries from one room.
     reap: Script,
     /// Set once this node has cleared what a previous run under the same node id
@@ -29,11 +32,12 @@ pub struct RedisRegistry {
 }
 
 impl RedisRegistry {
-    /// The registry over `link`.
-    pub fn new(link: Arc<RedisLink>) -> Self {
+    /// The registry over `link`; reaping records what `recorder` says.
+    pub fn new(link: Arc<RedisLink>, recorder: Arc<RedisRecorder>) -> Self {
         RedisRegistry {
             link,
-            reap: Script::new(scripts::PRESENCE_REAP),
+            recorder,
+            reap: Script::new(&crate::scripts_webhooks::presence_reap()),
             reaped_self: AtomicBool::new(false),
         }
     }
@@ -44,23 +48,38 @@ impl RedisRegistry {
         let keys = &self.link.keys;
         // Where the node's room indexes are: one hash on one Redis; on a cluster one
         // per slot it had rooms in, listed in its `node-slots` set.
-        let indexes: Vec<String> = if keys.is_sharded() {
+        let slots: Vec<u16> = if keys.is_sharded() {
             let set = keys.node_slots(node);
-            let slots: Vec<u16> = self
-                .link
+            self.link
                 .with_conn(|mut c| async move {
                     redis::cmd("SMEMBERS").arg(set).query_async(&mut c).await
                 })
-                .await?;
-            slots
-                .into_iter()
-                .map(|s| keys.node_rooms_in(node, s))
-                .collect()
+                .await?
+        } else {
+            Vec::new()
+        };
+        let indexes: Vec<String> = if keys.is_sharded() {
+            slots.iter().map(|s| keys.node_rooms_in(node, *s)).collect()
         } else {
             vec![keys.node_rooms(node, "")]
         };
         for index in &indexes {
             self.reap_index(node, index).await?;
+        }
+        // The users it had sessions of (`user_offline`), and on a cluster the
+        // doorbells of every outbox it may have recorded in without ringing.
+        let users: Vec<String> = if keys.is_sharded() {
+            slots.iter().map(|s| keys.node_users_in(node, *s)).collect()
+        } else {
+            vec![keys.node_users(node, "")]
+        };
+        for index in &users {
+            crate::online_redis::reap_users(&self.link, &self.recorder, node, index).await?;
+        }
+        if keys.is_sharded() && !self.recorder.recording.events.is_empty() {
+            for s in &slots {
+                self.recorder.ring(&keys.webhooks_in(*s)).await?;
+            }
         }
         let nodes = keys.nodes();
         let node_id = node.to_owned();
@@ -102,19 +121,24 @@ impl RedisRegistry {
             .await?;
         for room in rooms {
             let rules = self.link.policy.rules(&room);
-            let keys4 = [
+            let keys5 = [
                 keys.presence(&room),
                 keys.presence_users(&room),
                 keys.presence_names(&room),
                 keys.presence_over(&room),
+                keys.webhooks(&room),
             ];
+            let (r, keys5, room_ref) = (&self.recorder, &keys5, &room);
             let reply: Vec<redis::Value> = self
                 .link
                 .with_conn(|mut c| async move {
                     self.reap
-                        .key(&keys4[..])
+                        .key(&keys5[..])
                         .arg(node)
                         .arg(rules.presence_low_water())
+                        .arg(r.mask())
+                        .arg(r.max_len())
+                        .arg(room_ref)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -124,9 +148,11 @@ impl RedisRegistry {
                 _ => 0,
             };
             let (count, over) = (int(reply.first()).max(0) as u64, int(reply.get(1)) == 1);
+            r.recorded(&keys5[4], int(reply.get(2)), int(reply.get(3)))
+                .await;
             let gone: Vec<String> = reply
                 .iter()
-                .skip(2)
+                .skip(4)
                 .filter_map(|v| match v {
                     redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
                     _ => None,

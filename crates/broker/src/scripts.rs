@@ -188,9 +188,14 @@ return out
 /// members), one `HSCAN` batch of the names hash (a bounded first page: no read of the
 /// whole set).
 ///
+/// A user's first session records `member_added` (and the room's first user
+/// `room_occupied` before it) in the outbox (run with
+/// [`crate::scripts_webhooks::EMIT`]); `recorded` and `dropped` follow `over`.
+///
 /// KEYS: presence, presence-users, node-rooms (of this node), presence-names,
-/// presence-over. ARGV: session, user, name, node, room, max (0: none), pmax, page.
-pub const PRESENCE_ADD: &str = r#"
+/// presence-over, outbox. ARGV: session, user, name, node, room, max (0: none), pmax,
+/// page, event mask, outbox maxlen.
+pub(crate) const PRESENCE_ADD: &str = r#"
 local max = tonumber(ARGV[6])
 if max > 0 and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0
     and redis.call('HLEN', KEYS[2]) >= max then
@@ -204,12 +209,16 @@ if redis.call('HSET', KEYS[1], ARGV[1], v) == 1 then
 end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 local count = redis.call('HLEN', KEYS[2])
+if first == 1 then
+  if count == 1 then emit(ARGV[9], 1, KEYS[6], ARGV[10], 'n', 'room_occupied', 'r', ARGV[5]) end
+  emit(ARGV[9], 3, KEYS[6], ARGV[10], 'n', 'member_added', 'r', ARGV[5], 'u', ARGV[2])
+end
 local over = redis.call('EXISTS', KEYS[5])
 if over == 0 and count > tonumber(ARGV[7]) then
   redis.call('SET', KEYS[5], '1')
   over = 1
 end
-local out = {first, count, over}
+local out = {first, count, over, recorded, dropped}
 local page = tonumber(ARGV[8])
 if page > 0 and over == 0 then
   local scan = redis.call('HSCAN', KEYS[4], '0', 'COUNT', page)
@@ -219,13 +228,16 @@ end
 return out
 "#;
 
-/// Removes a session's presence. Returns `{last, count, over}`: whether it was the
-/// user's last session, the distinct users now, and whether the room is still over
-/// its `presence_max_members` (cleared here once the count is down to `low`).
+/// Removes a session's presence. Returns `{last, count, over, recorded, dropped}`:
+/// whether it was the user's last session, the distinct users now, and whether the
+/// room is still over its `presence_max_members` (cleared here once the count is down
+/// to `low`); a last session records `member_removed` (and the room's last user
+/// `room_vacated` after it).
 ///
 /// KEYS: presence, presence-users, node-rooms (of the node that added it),
-/// presence-names, presence-over. ARGV: session, user, room, low.
-pub const PRESENCE_REMOVE: &str = r#"
+/// presence-names, presence-over, outbox. ARGV: session, user, room, low, event mask,
+/// outbox maxlen.
+pub(crate) const PRESENCE_REMOVE: &str = r#"
 local last = 0
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then
@@ -238,12 +250,16 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   end
 end
 local count = redis.call('HLEN', KEYS[2])
+if last == 1 then
+  emit(ARGV[5], 4, KEYS[6], ARGV[6], 'n', 'member_removed', 'r', ARGV[3], 'u', ARGV[2])
+  if count == 0 then emit(ARGV[5], 2, KEYS[6], ARGV[6], 'n', 'room_vacated', 'r', ARGV[3]) end
+end
 local over = redis.call('EXISTS', KEYS[5])
 if over == 1 and count <= tonumber(ARGV[4]) then
   redis.call('DEL', KEYS[5])
   over = 0
 end
-return {last, count, over}
+return {last, count, over, recorded, dropped}
 "#;
 
 /// Takes a room's `presence_count` slot for `period` ms if it is free. Returns `{1,
@@ -262,12 +278,14 @@ return {0, redis.call('PTTL', KEYS[1])}
 "#;
 
 /// Removes every presence entry of a dead node from a room. Returns `{count, over,
-/// user1, name1, …}`: the distinct users after it, whether the room is still over
-/// `low`'s limit, and the users whose last session it was.
+/// recorded, dropped, user1, name1, …}`: the distinct users after it, whether the
+/// room is still over `low`'s limit, the outbox counts, and the users whose last
+/// session it was (each recorded `member_removed`; `room_vacated` when none is left).
 ///
-/// KEYS: presence, presence-users, presence-names, presence-over. ARGV: node, low.
-pub const PRESENCE_REAP: &str = r#"
-local gone = {0, 0}
+/// KEYS: presence, presence-users, presence-names, presence-over, outbox. ARGV: node,
+/// low, event mask, outbox maxlen, room.
+pub(crate) const PRESENCE_REAP: &str = r#"
+local gone = {0, 0, 0, 0}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local ok, v = pcall(cjson.decode, all[i + 1])
@@ -278,17 +296,20 @@ for i = 1, #all, 2 do
       redis.call('HDEL', KEYS[3], v.u)
       table.insert(gone, v.u)
       table.insert(gone, v.n)
+      emit(ARGV[3], 4, KEYS[5], ARGV[4], 'n', 'member_removed', 'r', ARGV[5], 'u', v.u)
     end
   end
 end
 local count = redis.call('HLEN', KEYS[2])
+if count == 0 and #gone > 4 then
+  emit(ARGV[3], 2, KEYS[5], ARGV[4], 'n', 'room_vacated', 'r', ARGV[5])
+end
 local over = redis.call('EXISTS', KEYS[4])
 if over == 1 and count <= tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[4])
   over = 0
 end
-gone[1] = count
-gone[2] = over
+gone[1], gone[2], gone[3], gone[4] = count, over, recorded, dropped
 return gone
 "#;
 

@@ -15,6 +15,9 @@ pub use jwt::JwtArgs;
 mod redis;
 pub use redis::RedisArgs;
 
+mod webhooks;
+pub use webhooks::WebhookArgs;
+
 mod hooks;
 pub use hooks::{FailPolicy, HookArgs};
 
@@ -255,6 +258,10 @@ pub struct Config {
     #[arg(long, env = "WSGATE_MAX_MEMBERS")]
     pub max_members: Option<u64>,
 
+    /// Webhooks: events POSTed to a back end.
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+
     /// Every namespace's options (the flags', and the config file's), made by
     /// [`Config::load`].
     #[arg(skip)]
@@ -340,6 +347,7 @@ impl Config {
             }
         }
         self.redis_topology()?;
+        self.webhooks.validate()?;
         if self.api_key.as_deref().is_some_and(str::is_empty) {
             return Err("--api-key must not be empty (leave it unset to disable the API)".into());
         }
@@ -431,6 +439,7 @@ impl Config {
     /// A message naming the bad flag, file or key.
     pub fn load(mut self) -> Result<Self, String> {
         self.validate()?;
+        self.webhooks.recording = self.webhooks.selected();
         self.namespaces = Arc::new(Namespaces::load(
             self.default_namespace(),
             &self.private_room_prefix,
@@ -458,6 +467,7 @@ impl Config {
             client_publish: self.client_publish,
             private: false,
             max_members: self.max_members,
+            webhook_client_messages: self.webhooks.webhook_client_messages,
         }
     }
 

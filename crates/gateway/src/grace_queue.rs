@@ -7,6 +7,11 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 use wsgate_broker::SessionRef;
 
+/// The room of an entry that stands for the session itself rather than one of its
+/// rooms: its user's online count (`user_offline` webhooks), which waits out the grace
+/// too. No room has an empty name.
+pub const SESSION: &str = "";
+
 /// Most entries waiting out their grace; beyond, an entry is removed at once.
 pub const MAX_WAITING: usize = 200_000;
 

@@ -73,6 +73,10 @@ pub async fn register(node: &Arc<Node>) {
 /// where a user is back. Adding an entry that is still there changes nothing.
 /// Returns whether every entry was added.
 async fn readd_presence(node: &Arc<Node>) -> bool {
+    if !crate::webhooks::reconnect_all(node).await {
+        tracing::warn!("re-adding online counts failed; the next heartbeat tries again");
+        return false;
+    }
     let entries = node.hub.presence_entries();
     if entries.is_empty() {
         return true;

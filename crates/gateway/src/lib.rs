@@ -10,7 +10,8 @@
 //!   node's background tasks: [`dispatch`] (broker events → the hub, and
 //!   [`gap_repair`] when the broker's link had a gap), [`heartbeat`]
 //!   (the cluster registry), [`stats_room`] (the dashboard's feed) and
-//!   [`presence_retry`] (presence removals that failed, retried until they hold).
+//!   [`presence_retry`] (presence removals that failed, retried until they hold),
+//!   [`webhooks`] (the delivery of the webhook events the broker records).
 //! - [`router`]: every HTTP request to its handler: [`upgrade`] (the `/ws` handshake),
 //!   [`sse`] (`/events`), [`api`] (the back-end API), [`health`] (`/readyz`,
 //!   `/api/stats`), [`assets`] (the demo pages and `client.js`); [`identify`] says who
@@ -74,6 +75,7 @@ pub mod sse;
 pub mod stats_room;
 pub mod subscriptions;
 pub mod upgrade;
+pub mod webhooks;
 pub mod writer;
 
 pub use config::{Config, LogFormat};

@@ -66,6 +66,15 @@ pub struct Metrics {
     pub jwks_keys: Gauge,
     /// Back-end hook calls, failures, latency and breakers ([`crate::hooks`]).
     pub hooks: crate::hooks::HookMetrics,
+    /// Webhook events by `outcome`: `delivered`, `failed` (given up after
+    /// `--webhook-max-attempts`), `dropped` (recorded into a full outbox).
+    pub webhook_events: Family<Labels, Counter>,
+    /// Webhook POSTs by `result`: `2xx`, `3xx`, `4xx`, `5xx`, `error` (no answer).
+    pub webhook_requests: Family<Labels, Counter>,
+    /// Seconds of each webhook POST, answered or not.
+    pub webhook_batch_seconds: Histogram,
+    /// Webhook events owed (waiting or being delivered) when the outbox was last read.
+    pub webhook_queue_depth: Gauge,
 }
 
 impl Default for Metrics {
@@ -108,6 +117,10 @@ impl Metrics {
                 latency: Family::new_with_constructor(hook_latency),
                 breaker_open: Family::default(),
             },
+            webhook_events: Family::default(),
+            webhook_requests: Family::default(),
+            webhook_batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            webhook_queue_depth: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -238,6 +251,29 @@ impl Metrics {
             "1 while a hook's circuit breaker holds calls back",
             h.breaker_open.clone(),
         );
+        registry.register(
+            "webhook_events",
+            "Webhook events by outcome (delivered; failed: given up; dropped: outbox full)",
+            m.webhook_events.clone(),
+        );
+        registry.register(
+            "webhook_requests",
+            "Webhook POSTs by result (2xx, 3xx, 4xx, 5xx, error)",
+            m.webhook_requests.clone(),
+        );
+        registry.register(
+            "webhook_batch_seconds",
+            "Duration of each webhook POST",
+            m.webhook_batch_seconds.clone(),
+        );
+        registry.register(
+            "webhook_queue_depth",
+            "Webhook events owed (waiting or being delivered)",
+            m.webhook_queue_depth.clone(),
+        );
+        for outcome in ["delivered", "failed", "dropped"] {
+            let _ = m.webhook_events.get_or_create(&vec![("outcome", outcome)]);
+        }
         for code in ErrorCode::ALL {
             let _ = m.errors.get_or_create(&vec![("code", code.as_str())]);
         }

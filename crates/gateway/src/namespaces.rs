@@ -13,6 +13,7 @@
 //! client_publish = false
 //! private = false
 //! max_members = 100000
+//! webhook_client_messages = false   # client_message webhook events
 //! ```
 
 use std::collections::HashMap;
@@ -46,6 +47,8 @@ pub struct NamespaceOptions {
     pub private: bool,
     /// Most distinct users per room.
     pub max_members: Option<u64>,
+    /// Whether clients' messages are sent as `client_message` webhook events.
+    pub webhook_client_messages: bool,
 }
 
 /// Every namespace's options.
@@ -69,7 +72,7 @@ struct File {
 }
 
 /// The options a namespace may set.
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
     "presence",
     "presence_max_members",
     "history_len",
@@ -77,6 +80,7 @@ const KEYS: [&str; 7] = [
     "client_publish",
     "private",
     "max_members",
+    "webhook_client_messages",
 ];
 
 /// Whether `name` may name a namespace: 1–64 characters of `[A-Za-z0-9_.-]`.
@@ -165,6 +169,11 @@ fn options(
                 }
             }
             "max_members" => o.max_members = Some(positive(v, &at)?),
+            "webhook_client_messages" => {
+                o.webhook_client_messages = v
+                    .as_bool()
+                    .ok_or_else(|| format!("{at} must be true or false"))?;
+            }
             _ => return Err(format!("unknown option {at} (known: {})", KEYS.join(", "))),
         }
     }
@@ -278,6 +287,7 @@ impl Default for Namespaces {
                 client_publish: true,
                 private: false,
                 max_members: None,
+                webhook_client_messages: false,
             },
             named: HashMap::new(),
             private_prefix: "private:".into(),

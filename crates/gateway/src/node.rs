@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsgate_broker::{Backend, Broker, Channel, Inbox, Presence, PresenceChange, Registry};
+use wsgate_broker::{
+    Backend, Broker, Channel, Inbox, Online, Outbox, Presence, PresenceChange, Registry,
+};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -36,6 +38,10 @@ pub struct Node {
     pub inbox: Arc<dyn Inbox>,
     /// The cluster's node registry.
     pub registry: Arc<dyn Registry>,
+    /// Webhook events owed, until delivered ([`crate::webhooks`]).
+    pub outbox: Arc<dyn Outbox>,
+    /// Sessions per user, cluster-wide (`user_offline`).
+    pub online: Arc<dyn Online>,
     /// Local sessions by room and user.
     pub hub: Hub,
     /// Broker subscriptions of this node.
@@ -96,6 +102,8 @@ impl Node {
             presence: backend.presence,
             inbox: backend.inbox,
             registry: backend.registry,
+            outbox: backend.outbox,
+            online: backend.online,
             hub: Hub::new(crate::hub::PendingCap {
                 frames: config.send_queue.max(1024),
                 bytes: config.replay_max_bytes(),

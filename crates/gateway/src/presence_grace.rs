@@ -15,8 +15,12 @@ use wsgate_protocol::server::PresenceEvent;
 
 use crate::node::Node;
 
-/// Removes one entry and announces what it changed.
+/// Removes one entry and announces what it changed (an entry of the session itself:
+/// its user's online count, [`crate::webhooks`]).
 async fn remove(node: &Arc<Node>, room: &str, session: &SessionRef) {
+    if room == crate::grace_queue::SESSION {
+        return crate::webhooks::disconnect(node, session).await;
+    }
     if let Some(change) = node.presence_remove(room, session).await {
         crate::announce::presence_changed(node, room, PresenceEvent::Leave, &session.user, change)
             .await;

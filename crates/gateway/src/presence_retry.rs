@@ -33,6 +33,15 @@ pub async fn run(node: Arc<Node>) {
                     username: key.username.clone(),
                 },
             };
+            if room == crate::grace_queue::SESSION {
+                // The session's online count (`user_offline` webhooks).
+                if node.online.disconnect(&session).await.is_err() {
+                    failed = true;
+                    break;
+                }
+                node.removals.lock().remove(&(room, key));
+                continue;
+            }
             match node.presence.remove(&room, &session).await {
                 Ok(change) => {
                     node.removals.lock().remove(&(room.clone(), key));

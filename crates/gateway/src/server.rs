@@ -28,6 +28,8 @@ pub struct Server {
     /// The bound address (useful with port 0).
     pub local_addr: SocketAddr,
     listener: TcpListener,
+    /// The webhook delivery task, when `--webhook-url` is set.
+    webhooks: Option<crate::webhooks::Handle>,
 }
 
 impl Server {
@@ -42,9 +44,10 @@ impl Server {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let node_id = config.resolved_node_id();
         let policy: Arc<dyn RoomPolicy> = config.namespaces.clone();
+        let recording = config.webhooks.recording;
         let backend = match config.redis_topology().map_err(anyhow::Error::msg)? {
-            None => Backend::memory(policy, events_tx),
-            Some(topology) => Backend::redis(
+            None => Backend::memory_recording(policy, events_tx, recording),
+            Some(topology) => Backend::redis_recording(
                 RedisSettings {
                     topology,
                     prefix: config.redis_prefix.clone(),
@@ -54,6 +57,7 @@ impl Server {
                 },
                 policy,
                 events_tx,
+                recording,
             )?,
         };
         let auth =
@@ -84,10 +88,12 @@ impl Server {
         tokio::spawn(crate::presence_retry::run(node.clone()));
         tokio::spawn(crate::presence_count::run(node.clone()));
         tokio::spawn(crate::presence_grace::run(node.clone()));
+        let webhooks = crate::webhooks::start(&node);
         Ok(Server {
             node,
             local_addr,
             listener,
+            webhooks,
         })
     }
 
@@ -100,7 +106,12 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let Server { node, listener, .. } = self;
+        let Server {
+            node,
+            listener,
+            webhooks,
+            ..
+        } = self;
         let accept = accept_loop(node.clone(), listener);
         tokio::pin!(accept);
         tokio::select! {
@@ -143,6 +154,12 @@ impl Server {
         // and left unanswered would stall a proxy until the process exits.
         let leave = async {
             crate::presence_grace::drain(&node, grace_end).await;
+            // Webhook events the drain recorded (and the batch in flight) go out
+            // within the deadline: the embedded outbox has no one else to send them.
+            if let Some(webhooks) = webhooks {
+                let left = deadline.saturating_sub(started.elapsed());
+                webhooks.finish(tokio::time::Instant::now() + left).await;
+            }
             node.deregistering.cancel();
             if let Err(e) = node.registry.deregister().await {
                 tracing::warn!(error = %e, "could not deregister from the cluster");

@@ -3,6 +3,7 @@
 
 mod broker;
 mod inbox;
+mod outbox;
 mod presence;
 mod registry;
 
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use wsgate_broker::{
-    Backend, BrokerEvent, Channel, RedisSettings, RedisTopology, RoomPolicy, RoomRules,
+    Backend, BrokerEvent, Channel, EventSet, Recording, RedisSettings, RedisTopology, RoomPolicy,
+    RoomRules,
 };
 use wsgate_e2e::{RedisCluster, RedisServer};
 use wsgate_protocol::server::{Member, StoredEntry};
@@ -49,11 +51,22 @@ pub(crate) fn policy(history_len: usize) -> Arc<dyn RoomPolicy> {
     Arc::new(TestPolicy(history_len))
 }
 
+/// Most events an outbox of the suite's backends holds.
+pub(crate) const OUTBOX_LEN: usize = 20;
+
+/// Every backend of the suite records every webhook event.
+pub(crate) fn recording() -> Recording {
+    Recording {
+        events: EventSet::all(),
+        max_len: OUTBOX_LEN,
+    }
+}
+
 pub(crate) fn memory(history_len: usize) -> Pin<Box<dyn Future<Output = Made>>> {
     Box::pin(async move {
         let (tx, rx) = mpsc::channel(1024);
         Made {
-            b: Backend::memory(policy(history_len), tx),
+            b: Backend::memory_recording(policy(history_len), tx, recording()),
             rx,
             _redis: None,
         }
@@ -77,7 +90,7 @@ pub(crate) async fn redis_node(
     (settings, history_len): (RedisSettings, usize),
 ) -> (Backend, mpsc::Receiver<BrokerEvent>) {
     let (tx, mut rx) = mpsc::channel(1024);
-    let b = Backend::redis(settings, policy(history_len), tx).unwrap();
+    let b = Backend::redis_recording(settings, policy(history_len), tx, recording()).unwrap();
     match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
         Ok(Some(BrokerEvent::Up)) => {}
         other => panic!("redis broker did not come up: {other:?}"),

@@ -33,6 +33,7 @@ fn every_option_parses_and_the_rest_come_from_the_flags() {
         client_publish = false
         private = true
         max_members = 100000
+        webhook_client_messages = true
 
         [namespaces.quiet]
         presence = "off"
@@ -51,10 +52,15 @@ fn every_option_parses_and_the_rest_come_from_the_flags() {
             client_publish: false,
             private: true,
             max_members: Some(100_000),
+            webhook_client_messages: true,
         }
     );
     let quiet = ns.for_room("quiet:x");
     assert_eq!(quiet.presence, PresenceMode::Off);
+    assert!(
+        !quiet.webhook_client_messages,
+        "from --webhook-client-messages"
+    );
     assert_eq!(quiet.history_ttl_s, 30);
     assert_eq!(quiet.history_len, 77, "from --history-len");
     assert_eq!(

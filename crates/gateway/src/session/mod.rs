@@ -218,6 +218,7 @@ impl Session {
         self.node
             .hub
             .register(&self.session.user.user_id, &self.handle);
+        crate::webhooks::session_opened(&self.node, &self.session).await;
     }
 
     async fn ensure_user_channel(&self) {
@@ -447,6 +448,7 @@ impl Session {
         for room in rooms {
             self.leave_room(&room, true).await;
         }
+        crate::webhooks::session_closed(&self.node, &self.session).await;
         if self
             .node
             .hub

@@ -99,7 +99,15 @@ impl Session {
         } else {
             entries
         };
-        let mut results = self.node.broker.publish_entries(&entries).await.into_iter();
+        let results = self.node.broker.publish_entries(&entries).await;
+        if crate::webhooks::wants_client_messages(&self.node) {
+            let user = &self.session.user.user_id;
+            Box::pin(crate::webhooks::client_messages(
+                &self.node, user, &entries, &results,
+            ))
+            .await;
+        }
+        let mut results = results.into_iter();
         let mut published = entries.into_iter();
         let mut refusals = refusals.into_iter();
         for Pending { reference, .. } in pending {
