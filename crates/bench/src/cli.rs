@@ -5,13 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::adapter::Target;
-
-fn duration(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(secs) if secs >= 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
-        _ => humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 500ms, 2m)")),
-    }
-}
+use crate::stamp::parse_duration as duration;
 
 /// wsgate-bench: a load generator for wsgate (and for a Socket.IO 4 peer).
 #[derive(Debug, Parser)]
@@ -392,6 +386,11 @@ pub(crate) struct RoomsArgs {
     /// Size of each message's content, bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+
+    /// Instead of the steady rate, every member sends N messages at once after the
+    /// warm-up; reports the time until all were delivered and the rates over it.
+    #[arg(long, value_name = "N")]
+    pub burst: Option<u64>,
 }
 
 /// `churn`.

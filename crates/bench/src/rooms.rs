@@ -36,6 +36,8 @@ struct Schedule {
     interval_ns: f64,
     warm: u64,
     total: u64,
+    /// With --burst: when every measured message is due (all at once).
+    burst_ns: Option<u64>,
 }
 
 /// A member: reads like a subscriber and sends on its own schedule.
@@ -59,8 +61,11 @@ struct Member {
 }
 
 impl Member {
-    fn deadline(&self, k: u64) -> Instant {
-        stamp::instant_of(self.sched.start_ns + (k as f64 * self.sched.interval_ns) as u64).into()
+    fn deadline_ns(&self, k: u64) -> u64 {
+        match self.sched.burst_ns {
+            Some(at) if k >= self.sched.warm => at,
+            _ => self.sched.start_ns + (k as f64 * self.sched.interval_ns) as u64,
+        }
     }
 
     fn pump_writes(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
@@ -75,7 +80,7 @@ impl Member {
             {
                 let now = stamp::now_ns();
                 let k = self.k;
-                let sched = self.sched.start_ns + (k as f64 * self.sched.interval_ns) as u64;
+                let sched = self.deadline_ns(k);
                 self.max_lag_us
                     .fetch_max(now.saturating_sub(sched) / 1000, Ordering::Relaxed);
                 let (run, seq) = if k < self.sched.warm {
@@ -102,8 +107,11 @@ impl Member {
                     self.sent[self.local].fetch_add(1, Ordering::Relaxed);
                 }
                 self.k += 1;
-                let next = self.deadline(self.k);
-                self.timer.as_mut().reset(next);
+                let next = self.deadline_ns(self.k);
+                // In a burst every message is due at once: the fired timer stays ready.
+                if next > now || self.sched.burst_ns.is_none() {
+                    self.timer.as_mut().reset(stamp::instant_of(next).into());
+                }
             }
             let Some(m) = self.out.take() else {
                 break;
@@ -300,8 +308,13 @@ pub(crate) async fn rooms(a: RoomsArgs, meta: Meta) -> anyhow::Result<Value> {
     let failure = Arc::new(Failure::default());
     let interval_ns = 1e9 / a.member_rate;
     let warm = (a.warmup.as_secs_f64() * a.member_rate).round() as u64;
-    let meas = (a.duration.as_secs_f64() * a.member_rate).round().max(1.0) as u64;
+    let steady = (a.duration.as_secs_f64() * a.member_rate).round() as u64;
+    let meas = a.burst.unwrap_or(steady).max(1);
     let t0 = stamp::now_ns() + 100_000_000;
+    // After every member's last warm-up message (members start within one interval).
+    let burst_ns = a
+        .burst
+        .map(|_| t0 + (a.warmup.as_nanos() as u64).max((warm as f64 * interval_ns) as u64));
     let rooms_per_task = (crate::fleet::per_task(n, 0) / k).max(1);
     let max_lag_us = Arc::new(AtomicU64::new(0));
     let mut groups = Vec::new();
@@ -327,6 +340,7 @@ pub(crate) async fn rooms(a: RoomsArgs, meta: Meta) -> anyhow::Result<Value> {
                     interval_ns,
                     warm,
                     total: warm + meas,
+                    burst_ns,
                 },
                 k: 0,
                 timer,
@@ -366,8 +380,10 @@ pub(crate) async fn rooms(a: RoomsArgs, meta: Meta) -> anyhow::Result<Value> {
     };
     let delivered_total =
         |g: &[RoomGroup]| -> u64 { g.iter().map(|g| g.delivered.load(Ordering::Relaxed)).sum() };
-    let measure_at: Instant = stamp::instant_of(t0).into();
-    let measure_at = measure_at + a.warmup;
+    let measure_at: Instant = match burst_ns {
+        Some(at) => stamp::instant_of(at).into(),
+        None => Instant::from(stamp::instant_of(t0)) + a.warmup,
+    };
     let pb = progress::bar((a.warmup + a.duration).as_millis() as u64, "running");
     let started = Instant::now();
     let mut cpu0 = None;
@@ -429,6 +445,12 @@ pub(crate) async fn rooms(a: RoomsArgs, meta: Meta) -> anyhow::Result<Value> {
             let _ = rx.await;
         }
     }
+    // The window the rates are over: the measured one, or the burst until its last delivery.
+    let window_s = match burst_ns {
+        Some(at) => all.last_ns.saturating_sub(at) as f64 / 1e9,
+        None => a.duration.as_secs_f64(),
+    }
+    .max(1e-9);
     let results = json!({
         "rooms": m,
         "members": k,
@@ -439,7 +461,10 @@ pub(crate) async fn rooms(a: RoomsArgs, meta: Meta) -> anyhow::Result<Value> {
         "messages_sent": messages,
         "expected_deliveries": expected,
         "deliveries": all.deliveries,
-        "deliveries_per_s": all.deliveries as f64 / a.duration.as_secs_f64().max(1e-9),
+        "deliveries_per_s": all.deliveries as f64 / window_s,
+        "published_per_s": messages as f64 / window_s,
+        "burst": a.burst,
+        "burst_s": burst_ns.map(|_| window_s),
         "latency_ms": stats::percentiles_ms(&all.hist),
         "lost": all.lost,
         "duplicated": all.dup,
@@ -458,6 +483,7 @@ pub(crate) async fn rooms(a: RoomsArgs, meta: Meta) -> anyhow::Result<Value> {
         "rooms": m,
         "members": k,
         "member_rate": a.member_rate,
+        "burst": a.burst,
         "duration_s": a.duration.as_secs_f64(),
         "warmup_s": a.warmup.as_secs_f64(),
         "size": a.size,

@@ -35,6 +35,14 @@ pub(crate) fn ns_of(t: Instant) -> u64 {
         .as_nanos() as u64
 }
 
+/// A command-line duration: seconds (`2.5`) or humantime (`10s`, `500ms`, `2m`).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs >= 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 500ms, 2m)")),
+    }
+}
+
 /// A decoded stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
