@@ -21,12 +21,14 @@ async def publish_through_failover(
     restart: Callable[[], None],
     before: int = 20,
     after: int = 20,
+    require_refusal: bool = True,
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """``pub`` publishes to ``room`` one message at a time; after ``before`` are
     acknowledged, ``kill()`` (the room's master); once publishes were refused and
     ``failed_over()``, ``restart()`` (the killed node comes back, as a replica, so
     ``--redis-wait-replicas 1`` can be met again); stops ``after`` acknowledgements
-    later. Then checks every subscriber's view. Returns (acked (content, id), refused)."""
+    later (without ``require_refusal``, as soon as it ``failed_over()``, refused or not).
+    Then checks every subscriber's view. Returns (acked (content, id), refused)."""
     await pub.join_first(room)
     for s in subs:
         await s.send({"type": "join", "room": room})
@@ -41,7 +43,8 @@ async def publish_through_failover(
         if killed_at is None and len(acked) == before:
             await asyncio.to_thread(kill)
             killed_at = len(acked)
-        if killed_at is not None and not restarted and refused and await asyncio.to_thread(failed_over):
+        if (killed_at is not None and not restarted and (refused or not require_refusal)
+                and await asyncio.to_thread(failed_over)):
             await asyncio.to_thread(restart)
             restarted = True
         if restarted and len(acked) >= killed_at + after:
@@ -59,7 +62,8 @@ async def publish_through_failover(
             refused.append(content)
             await asyncio.sleep(0.05)
         i += 1
-    assert killed_at is not None and refused and len(acked) >= killed_at + after, (len(acked), refused)
+    assert killed_at is not None and len(acked) >= killed_at + after, (len(acked), refused)
+    assert refused or not require_refusal
     await check_views(subs, room, acked, refused)
     return acked, refused
 

@@ -118,3 +118,29 @@ class RedisCluster(RedisProcs):
                     if a.isdigit() and int(a) <= slot <= int(b or a):
                         return p
         raise AssertionError(f"no master serves slot {slot}")
+
+    def node_id(self, port: int) -> str:
+        return self.cli(port, "CLUSTER", "MYID")
+
+    def move_slot_of(self, key: str, to: int) -> None:
+        """Migrates ``key``'s slot, with its keys, to the master on port ``to``, the way
+        ``redis-cli --cluster reshard`` does it for one slot: IMPORTING / MIGRATING,
+        ``MIGRATE`` of every key, then ``SETSLOT … NODE`` on every master."""
+        slot = str(key_slot(key))
+        source = self.master_of(key)
+        src_id, dst_id = self.node_id(source), self.node_id(to)
+        assert self.cli(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id) == "OK"
+        assert self.cli(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id) == "OK"
+        while True:
+            keys = self.cli(source, "CLUSTER", "GETKEYSINSLOT", slot, "100").split()
+            if not keys:
+                break
+            out = self.cli(source, "MIGRATE", "127.0.0.1", str(to), "", "0", "5000", "KEYS", *keys)
+            assert out in ("OK", "NOKEY"), out
+        for port in self.masters():
+            self.cli(port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        self._until(lambda: self.master_of(key) == to, "the slot to move")
+
+    def masters(self) -> list[int]:
+        return [p for p in self.running() if self.cli(p, "ROLE").startswith("master")]
+

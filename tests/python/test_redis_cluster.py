@@ -19,6 +19,7 @@ from backend_harness import api, key_flags, publish_broadcast, publish_user, run
 from failover import publish_through_failover
 from harness import Gateway, poll
 from redis_cluster import RedisCluster
+from test_gap_repair import metric
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
@@ -129,3 +130,45 @@ def test_a_master_killed_under_publishing_loses_no_acknowledged_message(redis_cl
         assert again.body["id"] == first.body["id"] and again.body.get("replayed") is True, again.body
 
     run_backend(body, timeout=180)
+
+
+def test_a_room_whose_slot_moves_to_another_shard_keeps_every_message(start_gateway):
+    # Resharding under publishing: Redis unsubscribes the room's channel on the old
+    # owner (SUNSUBSCRIBE), a publish may meet MOVED/ASK (answered unavailable); the
+    # node resubscribes on the new owner and refills the room from its stream there.
+    cluster = RedisCluster(masters=3, replicas=0)
+    try:
+        n1, n2 = gateways(cluster, start_gateway)[:2]
+        room = "moving"
+        source = cluster.master_of("{" + room + "}")
+        target = next(p for p in cluster.masters() if p != source)
+        moved = False
+
+        async def body():
+            nonlocal moved
+            pub = await n1.connect("pub")
+            subs = [await n2.connect("s2"), await n1.connect("s1")]
+
+            def move() -> None:
+                nonlocal moved
+                cluster.move_slot_of("{" + room + "}", target)
+                moved = True
+
+            await publish_through_failover(
+                pub, subs, room,
+                kill=move,
+                failed_over=lambda: True,
+                restart=lambda: None,
+                require_refusal=False,
+            )
+
+        run_backend(body, timeout=120)
+        assert moved and cluster.master_of("{" + room + "}") == target
+        # Both nodes held the room's channel on the old owner: Redis took it away
+        # (SUNSUBSCRIBE), and each node treated that as a gap and refilled the room.
+        for gw in (n1, n2):
+            assert metric(gw, "broker_disconnects") >= 1
+            assert metric(gw, "gap_refills") >= 1
+    finally:
+        cluster.cleanup()
+

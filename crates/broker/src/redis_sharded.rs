@@ -34,8 +34,11 @@ use crate::redis_pubsub::{Subscriber, MAX_BACKOFF};
 use crate::slots;
 
 /// Pushes waiting between the client and the task; past it a push is dropped and the
-/// node repairs the gap (so memory stays bounded when the node cannot keep up).
-const PUSH_QUEUE: usize = 16 * 1024;
+/// node repairs the gap (so memory stays bounded when the node cannot keep up). Sized
+/// like what Redis itself lets a Pub/Sub client fall behind by (its default output
+/// limit is 32 MB): with 16,384 the shard benchmark's overload runs repaired hundreds
+/// of times where one Redis, whose TCP buffers hold more, repaired none.
+const PUSH_QUEUE: usize = 64 * 1024;
 /// Subscribe commands in flight while every wanted channel is subscribed again.
 const RESUBSCRIBE_PARALLEL: usize = 32;
 
