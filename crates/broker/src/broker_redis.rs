@@ -280,59 +280,54 @@ impl Broker for RedisBroker {
                 .keys
                 .idempotency(&Channel::Room(room.to_owned()), key),
         );
+        // The script and, with replicas to wait for, `WAIT` in one pipeline (so, on a
+        // cluster, on the room's shard); a shard without the script (`NOSCRIPT`: it did
+        // not run) gets it loaded, then the pipeline again.
         let wait = self.link.settings.wait_replicas;
-        if wait == 0 {
-            let (id, fresh): (String, i64) = self
-                .link
-                .with_conn(|mut c| async move {
-                    self.publish_once
-                        .key(keys)
-                        .arg(args)
-                        .arg(ttl.as_secs().max(1))
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
-            return Ok((parse_id(&id)?, fresh == 1));
-        }
-        // With replicas to wait for: the script and `WAIT` in one pipeline (so, on a
-        // cluster, on the room's shard), loading the script first when the shard lacks
-        // it (`NOSCRIPT`: it did not run).
         let mut pipe = redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(self.publish_once.get_hash())
             .arg(keys.len())
             .arg(&keys)
             .arg(&args)
-            .arg(ttl.as_secs().max(1))
-            .cmd("WAIT")
-            .arg(wait)
-            .arg(WAIT_MS);
-        let run = |pipe: redis::Pipeline| {
-            self.link.with_conn(|mut c| async move {
-                pipe.query_async::<((String, i64), i64)>(&mut c).await
-            })
-        };
-        let ((id, fresh), acks) = match run(pipe.clone()).await {
-            Err(Error::Unavailable(e)) if e.contains("NoScript") || e.contains("NOSCRIPT") => {
-                let text = self.link.keys.script(&scripts::publish_entry_once());
-                self.link
-                    .with_conn(|mut c| async move {
+            .arg(ttl.as_secs().max(1));
+        if wait > 0 {
+            pipe.cmd("WAIT").arg(wait).arg(WAIT_MS);
+        }
+        let text = self.link.keys.script(&scripts::publish_entry_once());
+        let out: Vec<redis::Value> = self
+            .link
+            .with_conn(|mut c| async move {
+                match pipe.query_async(&mut c).await {
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
                         redis::cmd("SCRIPT")
                             .arg("LOAD")
                             .arg(text)
                             .query_async::<redis::Value>(&mut c)
-                            .await
-                    })
-                    .await?;
-                run(pipe).await?
-            }
-            other => other?,
+                            .await?;
+                        pipe.query_async(&mut c).await
+                    }
+                    other => other,
+                }
+            })
+            .await?;
+        let mut out = out.into_iter();
+        let value = |v: Option<redis::Value>| {
+            v.ok_or_else(|| Error::Unavailable("redis answered a pipeline short".into()))
         };
-        if acks < i64::from(wait) {
-            return Err(Error::Unavailable(format!(
-                "no {wait} replica confirmed {id} in time"
-            )));
+        let (id, fresh): (String, i64) =
+            redis::from_redis_value(value(out.next())?).map_err(crate::redis_link::unavailable)?;
+        if wait > 0 {
+            let acks: i64 = redis::from_redis_value(value(out.next())?)
+                .map_err(crate::redis_link::unavailable)?;
+            if acks < i64::from(wait) {
+                return Err(Error::Unavailable(format!(
+                    "no {wait} replica confirmed {id} in time"
+                )));
+            }
         }
         Ok((parse_id(&id)?, fresh == 1))
     }

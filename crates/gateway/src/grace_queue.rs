@@ -1,5 +1,5 @@
 //! [`GraceQueue`]: presence entries of closed sessions waiting out the presence grace,
-//! in deadline order ([`crate::presence_grace`] removes them as they fall due).
+//! in deadline order (`presence_grace.rs` removes them as they fall due).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

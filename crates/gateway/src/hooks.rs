@@ -1,6 +1,6 @@
 //! Back-end hooks (Centrifugo's "proxy"): synchronous, signed HTTP calls to the
-//! product's back end that decide on a connect ([`crate::identify`]), a join
-//! (`session/hooked.rs`, [`crate::sse`]) or a client's `message`
+//! product's back end that decide on a connect (`identify.rs`), a join
+//! (`session/hooked.rs`, `sse.rs`) or a client's `message`
 //! (`session/hooked.rs`). Each configured hook is an [`Endpoint`]: a deadline, a
 //! bound on calls in flight, a circuit breaker ([`breaker`]), a strict answer
 //! ([`answer`]), a signature ([`signature`]) and a failure policy; a hook that is not
@@ -28,7 +28,7 @@ use crate::http_client::HttpClient;
 /// Metric labels.
 type Labels = Vec<(&'static str, &'static str)>;
 
-/// The metric families hooks report to (registered by [`crate::metrics`]).
+/// The metric families hooks report to (registered in `metrics.rs`).
 #[derive(Clone)]
 pub struct HookMetrics {
     /// Calls by `hook` and `outcome` (`allowed`, `replaced`, `refused`, `failed`).
